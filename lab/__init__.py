@@ -1,0 +1,1 @@
+"""Shared ground of the ingest lab: configuration, errors, the database cluster, migrations."""
