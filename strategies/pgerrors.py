@@ -26,7 +26,9 @@ def copy_error(exc: psycopg.Error, *, line_offset: int = 1) -> LabError:
     if match:
         line = int(match[1]) + line_offset
         column = match[2]
-    status = 422 if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError) else 400
+    status = (
+        422 if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError) else 400
+    )
     return LabError(reason, code="bad_csv", status=status, line=line, column=column)
 
 
