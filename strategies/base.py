@@ -96,7 +96,9 @@ class DirectConnector:
     def connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         from lab.database import connect
 
-        with connect(self._conninfo) as conn:
+        # Autocommit, like the service's pool: the strategy's own ``conn.transaction()``
+        # is then the real BEGIN/COMMIT, not a savepoint inside an implicit transaction.
+        with connect(self._conninfo, autocommit=True) as conn:
             yield conn
 
 

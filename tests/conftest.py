@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,17 +26,24 @@ MIGRATIONS = PROJECT_ROOT / "migrations"
 
 
 @pytest.fixture(scope="session")
-def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster | None]:
+def pg_cluster() -> Iterator[EmbeddedCluster | None]:
     """The run's own embedded cluster, or None when DATABASE_URL points elsewhere."""
     if os.environ.get("DATABASE_URL"):
         yield None
         return
-    cluster = EmbeddedCluster(tmp_path_factory.mktemp("pg", numbered=True))
+    # Not under pytest's basetemp: pytest resets that folder to 0700 when another run
+    # starts, which would lock the unprivileged server user out of its data mid-run.
+    cluster = EmbeddedCluster(cluster_home())
     cluster.up()
     try:
         yield cluster
     finally:
         cluster.destroy()
+
+
+def cluster_home() -> Path:
+    """A fresh folder for an embedded cluster, outside pytest's basetemp (see pg_cluster)."""
+    return Path(tempfile.mkdtemp(prefix="lab-test-pg-"))
 
 
 @pytest.fixture(scope="session")

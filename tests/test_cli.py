@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 
 from lab.cli import build_parser
 from lab.config import PROJECT_ROOT
+from tests.conftest import cluster_home
 
 
 def _lab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,10 +79,11 @@ def test_migrate_and_url_against_database_url(db_url: str) -> None:
     assert "wal_level = minimal" in status.stdout
 
 
-def test_embedded_lifecycle_through_the_cli(tmp_path: object) -> None:
+def test_embedded_lifecycle_through_the_cli() -> None:
     if os.environ.get("DATABASE_URL"):
         pytest.skip("embedded cluster only")
-    env = {"LAB_HOME": str(tmp_path), "DATABASE_URL": ""}
+    home = cluster_home()
+    env = {"LAB_HOME": str(home), "DATABASE_URL": ""}
     try:
         up = _lab("db", "up", env=env)
         assert up.returncode == 0, up.stderr
@@ -110,6 +113,7 @@ def test_embedded_lifecycle_through_the_cli(tmp_path: object) -> None:
         down = _lab("db", "down", env=env)
     assert "stopped" in down.stdout
     assert "stopped" in _lab("db", "status", env=env).stdout
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _psql() -> str:

@@ -7,7 +7,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import psycopg
@@ -15,6 +14,7 @@ import pytest
 
 from lab.cluster import INGEST_SETTINGS, EmbeddedCluster
 from lab.errors import LabError
+from tests.conftest import cluster_home
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")), reason="exercises the embedded cluster only"
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedCluster]:
-    c = EmbeddedCluster(tmp_path_factory.mktemp("own-cluster"))
+def cluster() -> Iterator[EmbeddedCluster]:
+    c = EmbeddedCluster(cluster_home())
     c.up()
     yield c
     c.destroy()
@@ -80,12 +80,12 @@ def test_sigkilled_postmaster_is_recovered(cluster: EmbeddedCluster) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_port_in_use_is_a_clear_error() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        other = EmbeddedCluster(tmp_path / "busy")
+        other = EmbeddedCluster(cluster_home())
         with pytest.raises(LabError, match=f"port {port} .*in use"):
             other.up(port)
     other.destroy()
