@@ -23,6 +23,7 @@ bp = Blueprint("upload", __name__)
 log = logging.getLogger("service.upload")
 
 DEFAULT_TABLE = "records"
+_MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
 @bp.post("/upload")
@@ -79,6 +80,9 @@ def _upload(table: str) -> tuple[Response, int]:
     strategy = strategies.get(request.args.get("strategy") or settings.strategy)
     kind = _check_request(settings)
     db = get_db()
+    if "\x00" in table or len(table.encode()) > _MAX_IDENTIFIER_BYTES:
+        # Not a name PostgreSQL could hold (NUL cannot even be sent as a parameter).
+        raise LabError(f"unknown table {table[:80]!r}", code="unknown_table", status=404)
     with db.connection() as conn:
         catalog.resolve(conn, table)  # unknown table → 404 before the body is read
     upload_id = ledger.start(db, table, strategy.name)
