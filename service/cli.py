@@ -14,6 +14,7 @@ import psutil
 from lab.config import ENV_PORT, Settings
 from lab.database import resolve_url
 from service.stack import running_stack
+from service.tls import ensure_certificate
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +30,17 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--no-nginx", action="store_true", help="gunicorn only, no TLS proxy")
     serve.set_defaults(handler=serve_command)
+
+    tls = subparsers.add_parser(
+        "tls", help="make the development TLS certificate for nginx (LAB_HOME/tls)"
+    )
+    tls.set_defaults(handler=tls_command)
+
+
+def tls_command(args: argparse.Namespace) -> int:
+    cert, key = ensure_certificate(Settings.from_env().home / "tls")
+    print(f"certificate {cert}\nkey         {key}")
+    return 0
 
 
 def serve_command(args: argparse.Namespace) -> int:
