@@ -16,6 +16,12 @@ _settings = Settings.from_env()
 bind = [f"{_settings.host}:{_settings.port}"]
 if _settings.socket:
     bind.insert(0, f"unix:{_settings.socket}")
+# gunicorn >= 25.1's control socket (gunicornc) lives next to the app's socket, never at
+# the shared default (~/.gunicorn/gunicorn.ctl), where concurrent instances would collide.
+if _settings.socket:
+    control_socket = f"{_settings.socket}.ctl"
+else:
+    control_socket_disable = True
 # The socket is created world-connectable (umask 0): nginx runs as another user (in
 # compose, in another container). Access is controlled by the socket's directory, which
 # only the service and nginx share.

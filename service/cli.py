@@ -46,7 +46,9 @@ def tls_command(args: argparse.Namespace) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     url = resolve_url(settings)  # starts the embedded cluster unless DATABASE_URL is set
-    # SIGTERM (e.g. from a process manager) stops the stack like Ctrl-C does.
+    # Ctrl-C and SIGTERM (e.g. from a process manager) stop the stack; SIGINT is set
+    # explicitly because a shell starting us in the background leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     port = args.port or (settings.port if os.environ.get(ENV_PORT) else None)
     with running_stack(

@@ -53,10 +53,11 @@ class Digest:
 class _RawBody(io.RawIOBase):
     """The request stream as a raw file: counted, hashed and size-checked while read."""
 
-    def __init__(self, stream: IO[bytes], digest: Digest, limit: int) -> None:
+    def __init__(self, stream: IO[bytes], digest: Digest, limit: int, expected: int | None) -> None:
         self._stream = stream
         self._digest = digest
         self._limit = limit
+        self._expected = expected
 
     def readable(self) -> bool:
         return True
@@ -69,12 +70,25 @@ class _RawBody(io.RawIOBase):
             if self._digest.nbytes > self._limit:
                 raise too_large(self._limit)
             buffer[:n] = data
+        elif self._expected is not None and self._digest.nbytes < self._expected:
+            # gunicorn hands out a short body silently when the client goes away; a cut
+            # at a line boundary would otherwise load as valid, incomplete CSV.
+            raise LabError(
+                f"the body ended after {self._digest.nbytes} of {self._expected} bytes "
+                "(Content-Length); nothing was loaded",
+                code="incomplete_body",
+            )
         return n
 
 
-def raw_source(stream: IO[bytes], digest: Digest, limit: int) -> BinaryIO:
-    """A buffered reader over a raw CSV body (readline for the header, read for COPY)."""
-    return io.BufferedReader(_RawBody(stream, digest, limit), READ_BYTES)
+def raw_source(
+    stream: IO[bytes], digest: Digest, limit: int, expected: int | None = None
+) -> BinaryIO:
+    """A buffered reader over a raw CSV body (readline for the header, read for COPY).
+
+    ``expected`` is the Content-Length, when the client sent one.
+    """
+    return io.BufferedReader(_RawBody(stream, digest, limit, expected), READ_BYTES)
 
 
 class _SpoolTarget(BaseTarget):  # type: ignore[misc]

@@ -130,7 +130,9 @@ def _open_body(kind: str, digest: intake.Digest, settings: Settings) -> Any:
         with spool:
             yield spool
     else:
-        source: BinaryIO = intake.raw_source(request.stream, digest, settings.max_upload_bytes)
+        source: BinaryIO = intake.raw_source(
+            request.stream, digest, settings.max_upload_bytes, request.content_length
+        )
         yield source
 
 

@@ -116,6 +116,20 @@ def test_chunked_raw_body_without_content_length(client, conn):
     assert count(conn) == 200
 
 
+def test_raw_body_shorter_than_its_content_length_loads_nothing(client, conn):
+    """A body cut at a line boundary is valid CSV; only the length shows it is incomplete."""
+    body = csv_bytes(100, seed=10, quote_share=0)
+    cut = body[: body.index(b"\n", len(body) // 2) + 1]
+    response = client.post(
+        "/upload",
+        input_stream=io.BytesIO(cut),
+        content_type="text/csv",
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": str(len(body))},
+    )
+    assert_error(response, 400, "incomplete_body")
+    assert count(conn) == 0
+
+
 def test_upload_into_another_ingest_table(client, conn):
     response = client.post("/tables/records_pk/upload", **multipart(csv_bytes(100, seed=4)))
     assert response.status_code == 201, response.get_data(as_text=True)
