@@ -5,7 +5,7 @@ Run as ``gunicorn -c gunicorn.conf.py 'service:create_app()'`` from the project 
 Every value comes from ``lab.config.Settings`` (the LAB_* environment variables).
 """
 
-import multiprocessing
+import os
 
 from lab.config import Settings
 
@@ -36,7 +36,8 @@ umask = 0
 worker_class = "gthread"
 # The database does the heavy lifting; one process per core keeps Python's own share of
 # CPU (multipart parsing, hashing) on every core, the threads cover the waiting.
-workers = _settings.workers or multiprocessing.cpu_count()
+# Cores this process may run on (a container's cpuset), not the host's total.
+workers = _settings.workers or len(os.sched_getaffinity(0))
 threads = _settings.threads
 
 # A worker that misses its heartbeat this long is restarted. gthread heartbeats from the
