@@ -91,6 +91,19 @@ def raw_source(
     return io.BufferedReader(_RawBody(stream, digest, limit, expected), READ_BYTES)
 
 
+def spool(source: BinaryIO, spool_bytes: int) -> BinaryIO:
+    """Copy a whole stream into a spooled temporary file, rewound (the caller closes it)."""
+    spooled = tempfile.SpooledTemporaryFile(max_size=spool_bytes, prefix="lab-upload-")  # noqa: SIM115
+    try:
+        while chunk := source.read(READ_BYTES):
+            spooled.write(chunk)
+        spooled.seek(0)
+    except BaseException:
+        spooled.close()
+        raise
+    return spooled  # type: ignore[return-value]
+
+
 class _SpoolTarget(BaseTarget):  # type: ignore[misc]
     """Receives the ``file`` part: into the spool and the digest, chunk by chunk."""
 

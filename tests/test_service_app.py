@@ -20,6 +20,7 @@ from lab.config import Settings
 from lab.fakedata import HEADER, csv_bytes
 from service import create_app
 from service.db import close_db
+from strategies.psycopg_text import PsycopgText
 
 LIMIT = 2 * 1024 * 1024
 SPOOL = 64 * 1024  # small, so multipart uploads in these tests roll over to disk
@@ -144,6 +145,28 @@ def test_every_registered_strategy_can_be_chosen(client, conn, name):
     assert response.status_code == 201, response.get_data(as_text=True)
     assert response.get_json()["strategy"] == name
     assert count(conn) == 50
+
+
+class _NeedsAFile(PsycopgText):
+    """A non-streaming strategy: it gets the raw body spooled, as a seekable file."""
+
+    name = "test-needs-a-file"
+    streaming = False
+
+    def load(self, source, table, db, *, finalize=None):
+        assert source.seekable()
+        return super().load(source, table, db, finalize=finalize)
+
+
+def test_raw_body_is_spooled_for_a_non_streaming_strategy(client, conn, monkeypatch):
+    monkeypatch.setitem(strategies.REGISTRY, _NeedsAFile.name, _NeedsAFile)
+    body = csv_bytes(3000, seed=13)
+    response = client.post(
+        f"/upload?strategy={_NeedsAFile.name}", data=body, content_type="text/csv"
+    )
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["bytes"] == len(body)
+    assert count(conn) == 3000
 
 
 def test_upload_logs_one_line_readable_by_a_person(client):
