@@ -94,6 +94,28 @@ def test_raw_csv_body_through_nginx(stack, csv_file, conn):
     assert count == ROWS
 
 
+def test_chunked_raw_body_streams_through_unbuffered_nginx(stack, csv_file, conn):
+    """No Content-Length: nginx (request buffering off, HTTP/1.1 upstream) passes the
+    chunked body on as it arrives."""
+    conn.execute("TRUNCATE ingest.records")
+    status, body = split(
+        curl(
+            stack,
+            "-H",
+            "Content-Type: text/csv",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            f"@{csv_file}",
+            f"{stack.https_url}/upload",
+        )
+    )
+    assert status == 201, body
+    assert json.loads(body)["bytes"] == csv_file.stat().st_size
+    (count,) = conn.execute("SELECT count(*) FROM ingest.records").fetchone()
+    assert count == ROWS
+
+
 def test_head_and_get_on_upload_are_405_through_nginx(stack):
     proc = curl(stack, "-I", f"{stack.https_url}/upload")
     assert proc.stdout.splitlines()[0].split()[1] == "405"
