@@ -22,8 +22,9 @@ from streaming_form_data.targets import BaseTarget
 
 from lab.errors import LabError
 
-#: Socket reads of 256 KiB: the multipart parser's per-call overhead disappears above
-#: ~64 KiB, and a worker thread holds at most this much of a body in its own buffers.
+#: Socket reads of 256 KiB. Measured here (28 MB multipart body, parse + SHA-256 + spool,
+#: best of 3, shared 2-core machine): 16 KiB 441 MB/s, 64 KiB 502, 256 KiB 548, 1 MiB
+#: 559. Beyond 256 KiB little is gained, and each upload thread holds one read's worth.
 READ_BYTES = 256 * 1024
 #: The multipart field that carries the CSV (``curl -F file=@data.csv``).
 FILE_FIELD = "file"
