@@ -38,7 +38,7 @@ from lab.migrate import migrate
 from service.tls import ensure_certificate
 
 GUNICORN_CONF = PROJECT_ROOT / "gunicorn.conf.py"
-NGINX_TEMPLATE = PROJECT_ROOT / "deploy" / "nginx.conf"
+NGINX_TEMPLATE = PROJECT_ROOT / "nginx.conf"
 APP = "service:create_app()"
 #: Waiting for /healthz: gunicorn boots in ~1 s here; a slow shared CI machine gets 60.
 START_TIMEOUT_S = 60.0

@@ -14,7 +14,7 @@ from lab.config import ALL_ENV_VARS, PROJECT_ROOT
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
-NGINX_TEMPLATE = PROJECT_ROOT / "deploy" / "nginx.conf"
+NGINX_TEMPLATE = PROJECT_ROOT / "nginx.conf"
 #: Read by the postgres image, not by the lab.
 POSTGRES_VARS = {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"}
 #: Read by the nginx image's template renderer.
@@ -53,7 +53,7 @@ def test_services_and_their_wiring(compose):
     assert _env(nginx)["NGINX_UPSTREAM_SOCKET"] == socket
     assert any(v == f"sockets:{Path(socket).parent}" for v in api["volumes"])
     assert any(v == f"sockets:{Path(socket).parent}" for v in nginx["volumes"])
-    assert any(v.startswith("./deploy/nginx.conf:") for v in nginx["volumes"])
+    assert any(v.startswith("./nginx.conf:") for v in nginx["volumes"])
 
 
 def test_healthchecks(compose):
