@@ -12,14 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import pandas as pd
+from matplotlib.figure import Figure
 
-from experiments.stats import measured  # noqa: E402
+from experiments.stats import measured
 
 SIZE = (7.5, 4.6)
 DPI = 100
-BUDGET_STYLE = {"color": "#d62728", "linestyle": "--", "linewidth": 1.5}
+BUDGET_COLOR = "#d62728"
 PHASES = (
     ("parse_median", "parse/encode (client)", "#9467bd"),
     ("in_db_median", "in-DB (server clock)", "#1f77b4"),
@@ -49,19 +49,23 @@ def in_db_latency(frame: pd.DataFrame, budget_ms: float, rows: int) -> bytes | N
     if data.empty:
         return None
     order = (
-        data.groupby(["kind", "name"])["in_db_ms"].median().reset_index()
+        data.groupby(["kind", "name"])["in_db_ms"]
+        .median()
+        .reset_index()
         .sort_values(["kind", "in_db_ms"], ascending=[False, True])
     )
-    labels = [n if k == "strategy" else f"{n} (peer)" for k, n in zip(order["kind"], order["name"],
-                                                                        strict=True)]
+    labels = [
+        n if k == "strategy" else f"{n} (peer)"
+        for k, n in zip(order["kind"], order["name"], strict=True)
+    ]
     values = [data[data["name"] == n]["in_db_ms"].to_numpy() for n in order["name"]]
     fig = Figure(figsize=SIZE)
     ax = fig.add_subplot()
-    box = ax.boxplot(values, vert=False, patch_artist=True, showfliers=True)
+    box = ax.boxplot(values, orientation="horizontal", patch_artist=True, showfliers=True)
     ax.set_yticks(range(1, len(labels) + 1), labels)
     for patch, kind in zip(box["boxes"], order["kind"], strict=True):
         patch.set_facecolor("#1f77b4" if kind == "strategy" else "#bbbbbb")
-    ax.axvline(budget_ms, **BUDGET_STYLE, label=f"budget {budget_ms:g} ms")
+    ax.axvline(budget_ms, color=BUDGET_COLOR, linestyle="--", label=f"budget {budget_ms:g} ms")
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel("in-DB time, ms (log scale)")
@@ -84,9 +88,15 @@ def phases(table: pd.DataFrame, rows: int) -> bytes | None:
         return None
     cells = cells.fillna({"parse_median": 0.0, "commit_median": 0.0, "http_median": 0.0})
     cells["other_median"] = (
-        cells["total_median"] - cells["parse_median"] - cells["in_db_median"]
-        - cells["commit_median"]
-    ).clip(lower=0).fillna(0.0)
+        (
+            cells["total_median"]
+            - cells["parse_median"]
+            - cells["in_db_median"]
+            - cells["commit_median"]
+        )
+        .clip(lower=0)
+        .fillna(0.0)
+    )
     cells["http_median"] = cells["http_median"].clip(lower=0)
     cells = cells.sort_values(["name", "path"])
     labels = [f"{n} ({p})" for n, p in zip(cells["name"], cells["path"], strict=True)]
@@ -129,7 +139,7 @@ def scaling(table: pd.DataFrame, budget_ms: float) -> bytes | None:
             linestyle="-" if kind == "strategy" else ":",
             label=name if kind == "strategy" else f"{name} (peer)",
         )
-    ax.axhline(budget_ms, **BUDGET_STYLE, label=f"budget {budget_ms:g} ms")
+    ax.axhline(budget_ms, color=BUDGET_COLOR, linestyle="--", label=f"budget {budget_ms:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rows (log)")

@@ -26,24 +26,52 @@ def register(subparsers: Any) -> None:
     bench.add_argument("--full", action="store_true", help="the full matrix (adds 1M rows)")
     bench.add_argument("--matrix", default=None, help="matrix name in the file (default: default)")
     bench.add_argument("--matrix-file", type=Path, default=None, help="another matrix TOML file")
-    bench.add_argument("--strategy", action="append", default=[], metavar="NAME",
-                       help="only this strategy (repeatable)")
-    bench.add_argument("--peer", action="append", default=[], metavar="NAME",
-                       help=f"only this peer (repeatable): {', '.join(peers.names())}")
+    bench.add_argument(
+        "--strategy",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this strategy (repeatable)",
+    )
+    bench.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"only this peer (repeatable): {', '.join(peers.names())}",
+    )
     bench.add_argument("--no-peers", action="store_true", help="skip the peers")
     bench.add_argument("--rows", action="append", type=int, default=[], help="only this row count")
-    bench.add_argument("--variant", action="append", default=[],
-                       choices=["logged", "unlogged", "pk"], help="only this table variant")
-    bench.add_argument("--path", action="append", default=[], choices=["inproc", "http", "peer"],
-                       help="only this path")
-    bench.add_argument("--concurrency", action="append", type=int, default=[],
-                       help="only this concurrency")
+    bench.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        choices=["logged", "unlogged", "pk"],
+        help="only this table variant",
+    )
+    bench.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        choices=["inproc", "http", "peer"],
+        help="only this path",
+    )
+    bench.add_argument(
+        "--concurrency", action="append", type=int, default=[], help="only this concurrency"
+    )
     bench.add_argument("--reps", type=int, default=None, help="measured repetitions per cell")
     bench.add_argument("--warmup", type=int, default=None, help="warm-up runs per cell")
-    bench.add_argument("--budget-ms", type=float, default=None,
-                       help="the in-DB budget at the reference size (default from the matrix: 50)")
-    bench.add_argument("--gate", action="store_true",
-                       help="exit 1 when the best strategy's median in-DB time misses the budget")
+    bench.add_argument(
+        "--budget-ms",
+        type=float,
+        default=None,
+        help="the in-DB budget at the reference size (default from the matrix: 50)",
+    )
+    bench.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 when the best strategy's median in-DB time misses the budget",
+    )
     bench.add_argument("--out", type=Path, default=None, help="reports folder (default reports/)")
     bench.add_argument("--dry-run", action="store_true", help="list the cells, run nothing")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,13 +87,24 @@ def register(subparsers: Any) -> None:
     report.add_argument("words", nargs="*", metavar="RUN | compare RUN_A RUN_B")
     report.add_argument("--out", type=Path, default=None, help="reports folder (default reports/)")
     report.add_argument("--budget-ms", type=float, default=None, help="override the run's budget")
-    report.add_argument("--threshold", type=float, default=1.10,
-                        help="compare: a slowdown ratio counted as regression (default 1.10)")
-    report.add_argument("--alpha", type=float, default=0.05,
-                        help="compare: significance level of the Mann-Whitney test (default 0.05)")
-    report.add_argument("--metric", default="in_db_ms",
-                        choices=["in_db_ms", "wall_ms", "total_ms", "http_ms", "commit_ms"],
-                        help="compare: the metric compared (default in_db_ms)")
+    report.add_argument(
+        "--threshold",
+        type=float,
+        default=1.10,
+        help="compare: a slowdown ratio counted as regression (default 1.10)",
+    )
+    report.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="compare: significance level of the Mann-Whitney test (default 0.05)",
+    )
+    report.add_argument(
+        "--metric",
+        default="in_db_ms",
+        choices=["in_db_ms", "wall_ms", "total_ms", "http_ms", "commit_ms"],
+        help="compare: the metric compared (default in_db_ms)",
+    )
     report.set_defaults(handler=report_command)
 
 
@@ -88,8 +127,13 @@ def _selection(args: argparse.Namespace) -> matrix_mod.Selection:
 
 def _psql_version() -> str | None:
     try:
-        out = subprocess.run([peers.psql_binary(), "--version"], capture_output=True, text=True,
-                             check=True, timeout=30)
+        out = subprocess.run(
+            [peers.psql_binary(), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
     except (LabError, OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
@@ -180,8 +224,10 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.gate:
         gate = report.analyse(run, budget).checks[0]
         if gate.passed is not True:
-            print(f"gate: MISS — {gate.title}: {gate.measured} (target {gate.target})",
-                  file=sys.stderr)
+            print(
+                f"gate: MISS — {gate.title}: {gate.measured} (target {gate.target})",
+                file=sys.stderr,
+            )
             return 1
         print(f"gate: PASS — {gate.measured} (target {gate.target})")
     return 0
@@ -200,8 +246,7 @@ def report_command(args: argparse.Namespace) -> int:
             raise LabError("usage: lab report compare RUN_A RUN_B", code="bad_usage")
         return compare_runs(reports, words[1], words[2], args)
     if len(words) > 1:
-        raise LabError("usage: lab report [RUN] | lab report compare RUN_A RUN_B",
-                       code="bad_usage")
+        raise LabError("usage: lab report [RUN] | lab report compare RUN_A RUN_B", code="bad_usage")
     run = results.load(results.resolve(words[0] if words else None, reports))
     html = report.render(run, args.budget_ms)
     print(report.markdown_summary(run, args.budget_ms))
@@ -214,26 +259,32 @@ def compare_runs(reports: Path, a: str, b: str, args: argparse.Namespace) -> int
 
     run_a = results.load(results.resolve(a, reports))
     run_b = results.load(results.resolve(b, reports))
-    table = stats.compare(run_a.frame(), run_b.frame(), metric=args.metric,
-                          threshold=args.threshold, alpha=args.alpha)
-    print(f"B = {run_b.run_id} against A = {run_a.run_id}; metric {args.metric}; "
-          f"regression = B/A > {args.threshold:g} and Mann-Whitney p < {args.alpha:g}")
+    table = stats.compare(
+        run_a.frame(), run_b.frame(), metric=args.metric, threshold=args.threshold, alpha=args.alpha
+    )
+    print(
+        f"B = {run_b.run_id} against A = {run_a.run_id}; metric {args.metric}; "
+        f"regression = B/A > {args.threshold:g} and Mann-Whitney p < {args.alpha:g}"
+    )
     print("")
     print("| name | path | rows | variant | conc | n A | n B | median A | median B | B/A | p | |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for _, r in table.iterrows():
         flag = "REGRESSION" if r["regression"] else ("significant" if r["significant"] else "")
-        print(f"| {r['name']} | {r['path']} | {int(r['rows']):,} | {r['variant']} | "
-              f"{int(r['concurrency'])} | {int(r['n_a'])} | {int(r['n_b'])} | "
-              f"{r['median_a']:.1f} | {r['median_b']:.1f} | {r['ratio']:.2f} | "
-              f"{r['p_value']:.3g} | {flag} |")
+        print(
+            f"| {r['name']} | {r['path']} | {int(r['rows']):,} | {r['variant']} | "
+            f"{int(r['concurrency'])} | {int(r['n_a'])} | {int(r['n_b'])} | "
+            f"{r['median_a']:.1f} | {r['median_b']:.1f} | {r['ratio']:.2f} | "
+            f"{r['p_value']:.3g} | {flag} |"
+        )
     if table.empty:
         print("(no cell with data for this metric in both runs)")
     regressions = int(table["regression"].sum()) if not table.empty else 0
     print("")
     if regressions:
-        print(f"{regressions} significant regression(s) beyond {args.threshold:g}x",
-              file=sys.stderr)
+        print(
+            f"{regressions} significant regression(s) beyond {args.threshold:g}x", file=sys.stderr
+        )
         return 1
     print("no significant regression")
     return 0

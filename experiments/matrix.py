@@ -109,9 +109,7 @@ def _as_list(value: Any, default: list[Any]) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def expand(
-    matrix: Matrix, strategy_names: Sequence[str], peer_names: Sequence[str]
-) -> list[Cell]:
+def expand(matrix: Matrix, strategy_names: Sequence[str], peer_names: Sequence[str]) -> list[Cell]:
     """Every cell of the matrix, in file order, without duplicates (first block wins)."""
     cells: dict[tuple[str, str, int, str, int], Cell] = {}
     for index, block in enumerate(matrix.blocks, 1):
@@ -175,7 +173,8 @@ def select(cells: Sequence[Cell], sel: Selection) -> list[Cell]:
     if not chosen:
         raise LabError(
             "no cell of the matrix matches the filters; the matrix has "
-            f"rows {sorted({c.rows for c in cells})}, variants {sorted({c.variant for c in cells})}, "
+            f"rows {sorted({c.rows for c in cells})}, "
+            f"variants {sorted({c.variant for c in cells})}, "
             f"paths {sorted({c.path for c in cells})}, names {sorted({c.name for c in cells})}",
             code="bad_selection",
         )

@@ -59,8 +59,12 @@ def analyse(run: Run, budget_ms: float | None = None) -> Analysis:
     reference = int(meta.get("reference_rows", 100_000))
     frame = run.frame()
     table = stats.summary(frame, budget)
-    ratios = stats.peer_ratios(table) if not table.empty else stats.peer_ratios(
-        pd.DataFrame(columns=[*stats.CELL_KEYS, "in_db_median", "wall_median"])
+    ratios = (
+        stats.peer_ratios(table)
+        if not table.empty
+        else stats.peer_ratios(
+            pd.DataFrame(columns=[*stats.CELL_KEYS, "in_db_median", "wall_median"])
+        )
     )
     checks = stats.budget_checks(table, budget, reference)
     return Analysis(frame, table, ratios, checks, budget, reference, _chart_rows(frame, reference))
@@ -70,47 +74,62 @@ def make_charts(a: Analysis) -> list[Chart]:
     has = not a.table.empty
     ref = a.chart_rows
     return [
-        Chart("in_db", "In-DB latency per strategy",
-              "Every measured repetition; the red line is the budget. In-DB = server clock "
-              "from the first to the last load statement, before COMMIT.",
-              charts.in_db_latency(a.frame, a.budget_ms, ref)),
-        Chart("phases", "Phase breakdown",
-              "Medians per phase: client parse/encode, in-DB, commit, the rest of the client's "
-              "load() call, and for the HTTP path what HTTP, multipart and the proxy add.",
-              charts.phases(a.table, ref) if has else None),
-        Chart("scaling", "Scaling", "Median in-DB time against rows, log-log, with 95% "
-              "bootstrap CIs; the budget line applies to the reference size.",
-              charts.scaling(a.table, a.budget_ms) if has else None),
-        Chart("peers", "Peers as ratios",
-              "Each strategy's in-DB median divided by each peer's (server clock on both "
-              "sides); below 1 our strategy is faster.",
-              charts.peer_ratios(a.ratios, ref)),
+        Chart(
+            "in_db",
+            "In-DB latency per strategy",
+            "Every measured repetition; the red line is the budget. In-DB = server clock "
+            "from the first to the last load statement, before COMMIT.",
+            charts.in_db_latency(a.frame, a.budget_ms, ref),
+        ),
+        Chart(
+            "phases",
+            "Phase breakdown",
+            "Medians per phase: client parse/encode, in-DB, commit, the rest of the client's "
+            "load() call, and for the HTTP path what HTTP, multipart and the proxy add.",
+            charts.phases(a.table, ref) if has else None,
+        ),
+        Chart(
+            "scaling",
+            "Scaling",
+            "Median in-DB time against rows, log-log, with 95% "
+            "bootstrap CIs; the budget line applies to the reference size.",
+            charts.scaling(a.table, a.budget_ms) if has else None,
+        ),
+        Chart(
+            "peers",
+            "Peers as ratios",
+            "Each strategy's in-DB median divided by each peer's (server clock on both "
+            "sides); below 1 our strategy is faster.",
+            charts.peer_ratios(a.ratios, ref),
+        ),
     ]
 
 
 def _ms(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "\u2013"
     return f"{float(value):,.{digits}f}"
 
 
 def _ratio(value: Any) -> str:
     if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
-        return "–"
+        return "\u2013"
     return f"{float(value):.2f}x"
 
 
 def _share(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return "\u2013"
     return f"{100 * float(value):.0f}%"
 
 
 def _cells(table: pd.DataFrame) -> list[dict[str, Any]]:
     if table.empty:
         return []
-    ordered = table.sort_values(["kind", "path", "rows", "variant", "concurrency", "in_db_median"],
-                                ascending=[False, True, True, True, True, True])
+    ordered = table.sort_values(
+        ["kind", "path", "rows", "variant", "concurrency", "in_db_median"],
+        ascending=[False, True, True, True, True, True],
+    )
     out = []
     for _, r in ordered.iterrows():
         out.append(
@@ -125,7 +144,7 @@ def _cells(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "failures": int(r["failures"]),
                 "error": r["error"],
                 "in_db": _ms(r["in_db_median"]),
-                "ci": f"{_ms(r['in_db_ci_low'])}–{_ms(r['in_db_ci_high'])}",
+                "ci": f"{_ms(r['in_db_ci_low'])}\u2013{_ms(r['in_db_ci_high'])}",
                 "p95": _ms(r["in_db_p95"]),
                 "p99": _ms(r["in_db_p99"]),
                 "over": _share(r["over_budget_share"]),
@@ -179,8 +198,14 @@ def render(run: Run, budget_ms: float | None = None) -> Path:
         cells=_cells(a.table),
         ratios=_ratio_rows(a.ratios),
         failures=[
-            {"name": r["name"], "path": r["path"], "rows": f"{int(r['rows']):,}",
-             "variant": r["variant"], "rep": int(r["rep"]), "error": r["error"]}
+            {
+                "name": r["name"],
+                "path": r["path"],
+                "rows": f"{int(r['rows']):,}",
+                "variant": r["variant"],
+                "rep": int(r["rep"]),
+                "error": r["error"],
+            }
             for _, r in failures.iterrows()
         ],
         n_samples=len(a.frame),
@@ -209,9 +234,13 @@ def markdown_summary(run: Run, budget_ms: float | None = None) -> str:
         )
     ref = a.ratios[(a.ratios["rows"] == a.reference_rows) & (a.ratios["variant"] == "logged")]
     if not ref.empty:
-        lines += ["", f"Peers at {a.reference_rows:,} rows (strategy / peer; < 1 = ours faster):",
-                  "", "| strategy | path | peer | in-DB ratio | wall ratio |",
-                  "|---|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"Peers at {a.reference_rows:,} rows (strategy / peer; < 1 = ours faster):",
+            "",
+            "| strategy | path | peer | in-DB ratio | wall ratio |",
+            "|---|---|---|---:|---:|",
+        ]
         for r in _ratio_rows(ref):
             lines.append(
                 f"| {r['strategy']} | {r['path']} | {r['peer']} | {r['in_db']} | {r['wall']} |"

@@ -185,8 +185,9 @@ class Runner:
                     outcomes = [f.result() for f in futures]
             except Exception as exc:  # any failure is data for the report, not a crash
                 samples.append(
-                    self._sample(cell, rep, 0, warmup, ok=False, error=_error(exc),
-                                 started_at=stamp)
+                    self._sample(
+                        cell, rep, 0, warmup, ok=False, error=_error(exc), started_at=stamp
+                    )
                 )
                 if advance:
                     advance((total - index) * cell.concurrency)

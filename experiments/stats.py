@@ -157,7 +157,7 @@ def _best(cells: pd.DataFrame, column: str) -> pd.Series | None:
     cells = cells[cells[column].notna()]
     if cells.empty:
         return None
-    return cells.loc[cells[column].idxmin()]
+    return cells.sort_values(column, kind="stable").iloc[0]
 
 
 def budget_checks(table: pd.DataFrame, budget_ms: float, reference_rows: int) -> list[BudgetCheck]:
@@ -178,8 +178,13 @@ def budget_checks(table: pd.DataFrame, budget_ms: float, reference_rows: int) ->
     best = _best(inproc, "in_db_median")
     if best is None:
         checks.append(
-            BudgetCheck(f"In-DB time, best strategy ({rows})", "not measured",
-                        f"<= {budget_ms:g} ms", None, "no successful in-process sample")
+            BudgetCheck(
+                f"In-DB time, best strategy ({rows})",
+                "not measured",
+                f"<= {budget_ms:g} ms",
+                None,
+                "no successful in-process sample",
+            )
         )
     else:
         value = float(best["in_db_median"])
@@ -195,8 +200,13 @@ def budget_checks(table: pd.DataFrame, budget_ms: float, reference_rows: int) ->
     psql_in_db = _best(psql, "in_db_median")
     if best is None or psql_in_db is None:
         checks.append(
-            BudgetCheck("Best strategy / psql \\copy, in-DB", "not measured", "<= 1.00x",
-                        None, "needs both the best strategy and psql-copy at the reference cell")
+            BudgetCheck(
+                "Best strategy / psql \\copy, in-DB",
+                "not measured",
+                "<= 1.00x",
+                None,
+                "needs both the best strategy and psql-copy at the reference cell",
+            )
         )
     else:
         ratio = float(best["in_db_median"]) / float(psql_in_db["in_db_median"])
@@ -214,8 +224,13 @@ def budget_checks(table: pd.DataFrame, budget_ms: float, reference_rows: int) ->
     psql_wall = _best(psql, "wall_median")
     if best_http is None or psql_wall is None:
         checks.append(
-            BudgetCheck("End-to-end HTTP upload vs psql \\copy, wall", "not measured", "<= 1.00x",
-                        None, "needs the HTTP path and psql-copy at the reference cell")
+            BudgetCheck(
+                "End-to-end HTTP upload vs psql \\copy, wall",
+                "not measured",
+                "<= 1.00x",
+                None,
+                "needs the HTTP path and psql-copy at the reference cell",
+            )
         )
     else:
         ratio = float(best_http["wall_median"]) / float(psql_wall["wall_median"])
@@ -271,6 +286,15 @@ def compare(
             regression=significant and ratio > threshold,
         )
         rows.append(row)
-    columns = [*CELL_KEYS, "n_a", "n_b", "median_a", "median_b", "ratio", "p_value",
-               "significant", "regression"]
+    columns = [
+        *CELL_KEYS,
+        "n_a",
+        "n_b",
+        "median_a",
+        "median_b",
+        "ratio",
+        "p_value",
+        "significant",
+        "regression",
+    ]
     return pd.DataFrame(rows, columns=columns)
