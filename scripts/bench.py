@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import requests  # noqa: E402
+import numpy as np
+import requests
 
-from experiments.upload import multipart_body, upload  # noqa: E402
-from lab.config import ENV_STRATEGY  # noqa: E402
-from lab.fakedata import write_csv  # noqa: E402
+from experiments.upload import multipart_body, upload
+from lab.config import ENV_STRATEGY
+from lab.fakedata import write_csv
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 ENV_URL = "LAB_BENCH_URL"
