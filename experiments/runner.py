@@ -9,7 +9,6 @@ shared by strategies and peers.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -59,7 +58,7 @@ def http_stack(url: str) -> Iterator[HttpTarget | None]:
     except ImportError:
         yield None
         return
-    with running_stack(url, nginx=shutil.which("nginx") is not None) as info:
+    with running_stack(url) as info:  # nginx in front when installed (the stack finds it)
         if info.https_url:
             verify = str(info.ca_file) if info.ca_file else False
             yield HttpTarget(str(info.https_url), verify, "nginx (TLS) -> gunicorn")
