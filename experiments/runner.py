@@ -89,6 +89,8 @@ class Runner:
         self.http = http
         self.http_unavailable = http_unavailable
         self._bodies: dict[int, Body] = {}
+        #: Set when Ctrl-C stopped the run early; the samples so far are still returned.
+        self.interrupted = False
 
     # -- one load per path ------------------------------------------------------------------
 
@@ -223,11 +225,15 @@ class Runner:
         console = Console(stderr=True)  # stdout stays for the markdown summary
         with RichProgress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("benchmark", total=planned_loads(cells))
-            for cell in cells:
-                bar.update(task, description=cell.label())
-                result = self.run_cell(cell, lambda n: bar.advance(task, n))
-                failed = [s for s in result if not s.ok]
-                if failed and progress:
-                    bar.console.print(f"[red]failed[/red] {cell.label()}: {failed[0].error}")
-                samples.extend(result)
+            try:
+                for cell in cells:
+                    bar.update(task, description=cell.label())
+                    result = self.run_cell(cell, lambda n: bar.advance(task, n))
+                    failed = [s for s in result if not s.ok]
+                    if failed and progress:
+                        bar.console.print(f"[red]failed[/red] {cell.label()}: {failed[0].error}")
+                    samples.extend(result)
+            except KeyboardInterrupt:
+                # Keep what was measured: the caller saves and reports a partial run.
+                self.interrupted = True
         return samples
