@@ -70,7 +70,7 @@ def in_db_latency(frame: pd.DataFrame, budget_ms: float, rows: int) -> bytes | N
     ax.invert_yaxis()
     ax.set_xlabel("in-DB time, ms (log scale)")
     ax.set_title(f"In-DB time at {rows:,} rows, logged table (in-process; peers grey)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")  # the slow peers sit at the bottom right
     ax.grid(axis="x", which="both", alpha=0.3)
     return _png(fig)
 
@@ -145,7 +145,7 @@ def scaling(table: pd.DataFrame, budget_ms: float) -> bytes | None:
     ax.set_xlabel("rows (log)")
     ax.set_ylabel("median in-DB ms (log), 95% CI")
     ax.set_title("Scaling: rows vs. in-DB time (logged table)")
-    ax.legend(fontsize="small", ncol=2)
+    ax.legend(fontsize="small", ncol=2, loc="upper left")  # lines rise to the right
     ax.grid(which="both", alpha=0.3)
     return _png(fig)
 
@@ -173,6 +173,8 @@ def peer_ratios(ratios: pd.DataFrame, rows: int) -> bytes | None:
     ax.invert_yaxis()
     ax.set_xlabel("strategy in-DB median / peer in-DB median (log; < 1 = strategy faster)")
     ax.set_title(f"Strategies vs. peers at {rows:,} rows (in-DB, server clock)")
-    ax.legend(title="peer", fontsize="small")
+    ax.legend(
+        title="peer", fontsize="small", loc="upper center", bbox_to_anchor=(0.45, -0.14), ncol=3
+    )
     ax.grid(axis="x", which="both", alpha=0.3)
     return _png(fig)

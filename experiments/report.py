@@ -120,7 +120,8 @@ def _ci(low: Any, high: Any) -> str:
 def _ratio(value: Any) -> str:
     if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
         return "\u2013"
-    return f"{float(value):.2f}x"
+    # Two decimals, but keep pandas-sized gaps (0.004x) readable.
+    return f"{float(value):.2f}x" if abs(float(value)) >= 0.1 else f"{float(value):.2g}x"
 
 
 def _share(value: Any) -> str:
@@ -163,19 +164,29 @@ def _cells(table: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def _ratio_rows(ratios: pd.DataFrame) -> list[dict[str, str]]:
-    return [
-        {
-            "strategy": r["strategy"],
-            "path": r["path"],
-            "rows": f"{int(r['rows']):,}",
-            "variant": r["variant"],
-            "peer": r["peer"],
-            "in_db": _ratio(r["in_db_ratio"]),
-            "wall": _ratio(r["wall_ratio"]),
-        }
-        for _, r in ratios.sort_values(["rows", "variant", "strategy", "path", "peer"]).iterrows()
-    ]
+def _ratio_pivot(ratios: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]:
+    """Peers side by side: one row per (rows, variant, strategy, path), one column per peer,
+    each cell "in-DB ratio / wall ratio"."""
+    peer_names = sorted(ratios["peer"].unique()) if not ratios.empty else []
+    rows = []
+    keys = ["rows", "variant", "strategy", "path"]
+    for (n, variant, strategy, path), group in ratios.groupby(keys, sort=True):
+        by_peer = {r["peer"]: r for _, r in group.iterrows()}
+        rows.append(
+            {
+                "rows": f"{int(str(n)):,}",
+                "variant": variant,
+                "strategy": strategy,
+                "path": path,
+                "values": [
+                    f"{_ratio(by_peer[p]['in_db_ratio'])} / {_ratio(by_peer[p]['wall_ratio'])}"
+                    if p in by_peer
+                    else "\u2013"
+                    for p in peer_names
+                ],
+            }
+        )
+    return peer_names, rows
 
 
 def render(run: Run, budget_ms: float | None = None) -> Path:
@@ -202,7 +213,8 @@ def render(run: Run, budget_ms: float | None = None) -> Path:
         checks=a.checks,
         charts=chart_list,
         cells=_cells(a.table),
-        ratios=_ratio_rows(a.ratios),
+        ratio_peers=_ratio_pivot(a.ratios)[0],
+        ratios=_ratio_pivot(a.ratios)[1],
         failures=[
             {
                 "name": r["name"],
@@ -240,16 +252,18 @@ def markdown_summary(run: Run, budget_ms: float | None = None) -> str:
         )
     ref = a.ratios[(a.ratios["rows"] == a.reference_rows) & (a.ratios["variant"] == "logged")]
     if not ref.empty:
+        peer_names, pivot = _ratio_pivot(ref)
         lines += [
             "",
-            f"Peers at {a.reference_rows:,} rows (strategy / peer; < 1 = ours faster):",
+            f"Peers at {a.reference_rows:,} rows, logged table: strategy median / peer median "
+            "as in-DB ratio / wall ratio (< 1 = ours faster):",
             "",
-            "| strategy | path | peer | in-DB ratio | wall ratio |",
-            "|---|---|---|---:|---:|",
+            "| strategy | path | " + " | ".join(peer_names) + " |",
+            "|---|---|" + "---:|" * len(peer_names),
         ]
-        for r in _ratio_rows(ref):
+        for row in pivot:
             lines.append(
-                f"| {r['strategy']} | {r['path']} | {r['peer']} | {r['in_db']} | {r['wall']} |"
+                f"| {row['strategy']} | {row['path']} | " + " | ".join(row["values"]) + " |"
             )
     lines += ["", "Budget:", ""]
     for check in a.checks:
