@@ -65,3 +65,11 @@ def test_invalid_matrices_are_refused(tmp_path: Path) -> None:
         matrix.expand(matrix.load("x", bad), STRATEGIES, PEERS)
     with pytest.raises(LabError, match="not found"):
         matrix.load("nope", bad)
+
+
+def test_dry_run_lists_cells(capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.cli import main
+
+    assert main(["bench", "--dry-run", "--path", "peer", "--rows", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "psql-copy peer 100,000 logged" in out and "cells" in out

@@ -248,3 +248,19 @@ def test_html_renders_charts_in_headless_chromium(
     assert with_charts > 20_000, with_charts
     assert distinct > 100, distinct
     assert with_charts > 5 * max(without_charts, 1), (with_charts, without_charts)
+
+
+def test_http_cell_without_service_is_a_recorded_failure(db_url: str, tmp_path: Path) -> None:
+    from experiments.matrix import Cell
+    from experiments.runner import Runner, generate_files
+
+    runner = Runner(
+        db_url,
+        "t",
+        generate_files([50], tmp_path, seed=1),
+        http=None,
+        http_unavailable="the upload service is not available",
+    )
+    samples = runner.run_cell(Cell("http", "psycopg-text", 50, "logged", 1, reps=3, warmup=1))
+    assert len(samples) == 1
+    assert not samples[0].ok and "not available" in samples[0].error
