@@ -1,0 +1,1 @@
+"""The benchmark lab around the service: experiments, load tests and their reports."""
