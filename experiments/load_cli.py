@@ -36,10 +36,10 @@ def register(subparsers: Any) -> None:
         "(default: every registered strategy, weight 1)",
     )
     load.add_argument(
-        "--reject-weight",
-        type=int,
-        default=1,
-        help="weight of uploads with a bad last row that must be refused (default 1, 0: none)",
+        "--reject-share",
+        type=float,
+        default=0.1,
+        help="share of uploads with a bad last row, which must be refused (default 0.1)",
     )
     load.add_argument("--shape", choices=shapes.SHAPES, default="steady", help="load shape")
     load.add_argument("--table", default="records", help="target table in schema ingest")
@@ -77,7 +77,7 @@ def config_from(args: argparse.Namespace) -> loadrun.LoadConfig:
         run_time_s=loadrun.parse_duration(args.run_time),
         rows=args.rows,
         strategy_mix=args.strategy_mix or _default_mix(),
-        reject_weight=args.reject_weight,
+        reject_share=args.reject_share,
         shape=args.shape,
         table=args.table,
         body=args.body,

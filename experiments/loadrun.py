@@ -50,7 +50,8 @@ class LoadConfig:
     run_time_s: int = 30
     rows: int = 10_000
     strategy_mix: str = "psycopg-text:1"
-    reject_weight: int = 1
+    #: Share of uploads carrying a bad row, which the service must refuse whole.
+    reject_share: float = 0.1
     shape: shapes.Shape = "steady"
     table: str = "records"
     body: payloads.Encoding = "multipart"
@@ -70,8 +71,8 @@ class LoadConfig:
             )
         if self.rows < 1:
             raise LabError("rows per upload must be at least 1", code="bad_option")
-        if self.reject_weight < 0:
-            raise LabError("reject weight must be >= 0", code="bad_option")
+        if not 0 <= self.reject_share < 1:
+            raise LabError("reject share must be >= 0 and < 1", code="bad_option")
         if self.shape not in shapes.SHAPES:
             raise LabError(f"shape must be one of {', '.join(shapes.SHAPES)}", code="bad_option")
         import strategies
@@ -158,8 +159,8 @@ def locust_command(
         str(config.rows),
         "--strategy-mix",
         config.strategy_mix,
-        "--reject-weight",
-        str(config.reject_weight),
+        "--reject-share",
+        str(config.reject_share),
         "--shape",
         config.shape,
         "--table",

@@ -6,7 +6,7 @@ subprocess. Everything it needs from the lab (payload building, load shapes) is 
 
 Each user uploads, back to back, one of the payloads built at test start: a good CSV of
 ``--rows`` rows through a strategy picked by ``--strategy-mix`` weights, or (weight
-``--reject-weight``) the same CSV plus one bad row, which the service must refuse with a
+``--reject-share`` of requests) the same CSV plus one bad row, which the service must refuse with a
 4xx JSON error naming the line. Every 2xx answer's upload id and row count is appended to
 ``--ack-file`` for the no-data-lost audit (experiments/audit.py).
 """
@@ -34,31 +34,30 @@ REJECT = "rejected"
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: LocustArgumentParser) -> None:
-    group = parser.add_argument_group("ingest-lab", "Options of the ingest-lab upload test")
-    group.add_argument("--rows", type=int, default=10_000, help="data rows per upload")
-    group.add_argument(
+    parser.add_argument("--rows", type=int, default=10_000, help="data rows per upload")
+    parser.add_argument(
         "--strategy-mix",
         default="psycopg-text:1",
         help='strategies and their weights, e.g. "psycopg-text:3,psycopg-binary:1"',
     )
-    group.add_argument(
-        "--reject-weight",
-        type=int,
-        default=1,
-        help="weight of uploads with a bad last row, which must be rejected (0: none)",
+    parser.add_argument(
+        "--reject-share",
+        type=float,
+        default=0.1,
+        help="share of uploads with a bad last row, which must be rejected (0: none)",
     )
-    group.add_argument("--shape", default="steady", choices=shapes.SHAPES, help="load shape")
-    group.add_argument("--table", default="records", help="target table in schema ingest")
-    group.add_argument(
+    parser.add_argument("--shape", default="steady", choices=shapes.SHAPES, help="load shape")
+    parser.add_argument("--table", default="records", help="target table in schema ingest")
+    parser.add_argument(
         "--body", default="multipart", choices=payloads.ENCODINGS, help="request body encoding"
     )
-    group.add_argument(
+    parser.add_argument(
         "--ack-file",
         default="",
         include_in_web_ui=False,
         help="JSON-lines file receiving every 2xx upload id and row count (for the audit)",
     )
-    group.add_argument(
+    parser.add_argument(
         "--ca-file",
         default="",
         include_in_web_ui=False,
@@ -115,10 +114,9 @@ def _build_plan(environment: Environment, **_: Any) -> None:
         bad=payloads.bad(options.rows, encoding=encoding),
         acks=open(options.ack_file, "a", encoding="utf-8") if options.ack_file else None,  # noqa: SIM115
     )
-    tasks: list[TaskSet | Callable[..., Any]] = [
-        _task(name) for name, weight in mix for _ in range(weight)
-    ]
-    tasks += [_task(None)] * max(0, options.reject_weight)
+    tasks: list[TaskSet | Callable[..., Any]] = []
+    for name, weight in payloads.task_weights(mix, options.reject_share):
+        tasks += [_task(name)] * weight
     UploadUser.tasks = tasks
     if options.ca_file:
         UploadUser.insecure = False
@@ -169,7 +167,8 @@ class UploadUser(FastHttpUser):
             path,
             data=payload.body,  # type: ignore[arg-type]  # bytes work; locust's hint says str
             headers={"Content-Type": payload.content_type},
-            name=f"POST /tables/{PLAN.table}/upload [{label}]",
+            # One stats line per strategy (Locust shows the method in its own column).
+            name=f"/tables/{PLAN.table}/upload [{label}]",
             catch_response=True,
         )
         return response, started

@@ -73,6 +73,25 @@ def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(mix)
 
 
+#: Granularity of the weights when a reject share is mixed in (1 % steps).
+_SCALE = 100
+
+
+def task_weights(
+    mix: tuple[tuple[str, int], ...], reject_share: float
+) -> list[tuple[str | None, int]]:
+    """Integer task weights: the strategies as mixed, plus ``None`` (a bad upload that must
+    be rejected) for ``reject_share`` of all requests."""
+    if not 0 <= reject_share < 1:
+        raise LabError("reject share must be >= 0 and < 1", code="bad_option")
+    total = sum(weight for _, weight in mix) * _SCALE
+    weights: list[tuple[str | None, int]] = [(name, w * _SCALE) for name, w in mix]
+    rejects = round(total * reject_share / (1 - reject_share))
+    if rejects:
+        weights.append((None, rejects))
+    return weights
+
+
 def format_mix(mix: tuple[tuple[str, int], ...]) -> str:
     return ",".join(f"{name}:{weight}" for name, weight in mix)
 

@@ -29,6 +29,15 @@ def test_parse_mix_weights_defaults_and_errors():
             payloads.parse_mix(bad)
 
 
+def test_task_weights_mix_in_the_reject_share():
+    weights = dict(payloads.task_weights((("a", 3), ("b", 1)), 0.2))
+    assert weights["a"] == 3 * weights["b"]
+    assert weights[None] / sum(weights.values()) == pytest.approx(0.2, abs=0.01)
+    assert None not in dict(payloads.task_weights((("a", 1),), 0))
+    with pytest.raises(LabError):
+        payloads.task_weights((("a", 1),), 1.0)
+
+
 def test_good_payload_is_a_multipart_csv_of_the_requested_rows():
     payload = payloads.good(50, encoding="multipart")
     assert payload.rows == 50 and payload.bad_line is None
