@@ -18,6 +18,7 @@ Handler = Callable[[argparse.Namespace], int]
 #: Modules with a ``register(subparsers)`` function, in the order shown by ``--help``.
 COMMAND_MODULES = (
     "lab.commands",
+    "service.cli",
     "experiments.load_cli",
 )
 

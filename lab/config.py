@@ -21,6 +21,12 @@ ENV_LOG_LEVEL = "LAB_LOG_LEVEL"
 ENV_POOL_SIZE = "LAB_POOL_SIZE"
 ENV_STATEMENT_TIMEOUT_MS = "LAB_STATEMENT_TIMEOUT_MS"
 ENV_MIGRATIONS_DIR = "LAB_MIGRATIONS_DIR"
+# The upload service's process settings (gunicorn.conf.py reads these).
+ENV_HOST = "LAB_HOST"
+ENV_PORT = "LAB_PORT"
+ENV_SOCKET = "LAB_SOCKET"
+ENV_WORKERS = "LAB_WORKERS"
+ENV_THREADS = "LAB_THREADS"
 
 ALL_ENV_VARS = (
     ENV_DATABASE_URL,
@@ -35,6 +41,11 @@ ALL_ENV_VARS = (
     ENV_POOL_SIZE,
     ENV_STATEMENT_TIMEOUT_MS,
     ENV_MIGRATIONS_DIR,
+    ENV_HOST,
+    ENV_PORT,
+    ENV_SOCKET,
+    ENV_WORKERS,
+    ENV_THREADS,
 )
 
 
@@ -66,6 +77,11 @@ class Settings:
     pool_size: int = 4
     statement_timeout_ms: int = 0
     migrations_dir: Path = PROJECT_ROOT / "migrations"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    socket: str = ""  # Unix socket path for nginx; empty: TCP only
+    workers: int = 0  # 0: one per CPU core
+    threads: int = 4
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -84,4 +100,9 @@ class Settings:
             pool_size=_int(env, ENV_POOL_SIZE, cls.pool_size),
             statement_timeout_ms=_int(env, ENV_STATEMENT_TIMEOUT_MS, cls.statement_timeout_ms),
             migrations_dir=Path(env.get(ENV_MIGRATIONS_DIR) or cls.migrations_dir),
+            host=env.get(ENV_HOST) or cls.host,
+            port=_int(env, ENV_PORT, cls.port),
+            socket=env.get(ENV_SOCKET, cls.socket),
+            workers=_int(env, ENV_WORKERS, cls.workers),
+            threads=_int(env, ENV_THREADS, cls.threads),
         )
