@@ -17,10 +17,10 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import IO, Any
 from urllib.parse import quote
 
+import gevent
 import gevent.ssl
 from locust import LoadTestShape, TaskSet, constant, events
 from locust.argument_parser import LocustArgumentParser
@@ -120,9 +120,22 @@ def _build_plan(environment: Environment, **_: Any) -> None:
     UploadUser.tasks = tasks
     if options.ca_file:
         UploadUser.insecure = False
-        UploadUser.ssl_context_factory = partial(
-            gevent.ssl.create_default_context, cafile=options.ca_file
-        )
+        UploadUser.ssl_context_factory = _verifying(options.ca_file)
+
+
+def _verifying(ca_file: str) -> Callable[..., gevent.ssl.SSLContext]:
+    """An SSL context factory trusting ``ca_file``. geventhttpclient calls the factory with
+    ``cafile=None`` when the user gives no CA, which would drop a bound ``cafile``."""
+
+    def factory(*_: Any, **__: Any) -> gevent.ssl.SSLContext:
+        return gevent.ssl.create_default_context(cafile=ca_file)
+
+    return factory
+
+
+#: Locust rewrites its ``--csv`` stats once a second and not again at exit; waiting this
+#: long after the last user stopped lets the files hold the final numbers.
+CSV_SETTLE_S = 1.5
 
 
 @events.test_stop.add_listener
@@ -130,6 +143,7 @@ def _close_acks(environment: Environment, **_: Any) -> None:
     if PLAN is not None and PLAN.acks is not None:
         PLAN.acks.close()
         PLAN.acks = None
+    gevent.sleep(CSV_SETTLE_S)
 
 
 def _error_of(response: ResponseContextManager) -> dict[str, Any]:
@@ -226,13 +240,14 @@ class UploadUser(FastHttpUser):
                 except (ValueError, TypeError, KeyError):
                     PLAN.record(kind="error", status=status)
                 response.failure("a CSV with a bad row was accepted")
-            elif 400 <= status < 500 and error.get("line") == PLAN.bad.bad_line:
+            elif 400 <= status < 500 and PLAN.bad.names_bad_line(error.get("line")):
                 PLAN.record(kind="rejected", status=status, code=error.get("code"))
                 response.success()
             else:
                 PLAN.record(kind="error", status=status, error=error)
                 response.failure(
-                    f"expected a 4xx error at line {PLAN.bad.bad_line}, got HTTP {status}: "
+                    f"expected a 4xx error at record {PLAN.bad.bad_line} (physical line "
+                    f"{PLAN.bad.bad_physical_line}), got HTTP {status}: "
                     f"{error or _transport_error(response)}"
                 )
 

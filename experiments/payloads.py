@@ -34,8 +34,15 @@ class Payload:
     content_type: str
     #: Data rows the service must acknowledge (0 for a payload it must reject).
     rows: int
-    #: For a payload that must be rejected: the CSV line of the bad row (header = line 1).
+    #: For a payload that must be rejected: the bad row's line as a CSV record number
+    #: (header = 1) and as a physical line (quoted fields may hold line breaks). The
+    #: strategy contract speaks of records; PostgreSQL's COPY reports physical lines.
     bad_line: int | None = None
+    bad_physical_line: int | None = None
+
+    def names_bad_line(self, line: object) -> bool:
+        """Whether an error's ``line`` points at the bad row, by either count."""
+        return line is not None and line in (self.bad_line, self.bad_physical_line)
 
 
 def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
@@ -131,7 +138,13 @@ def bad(rows: int, *, encoding: Encoding = "multipart", seed: int = 0) -> Payloa
     """
     if rows < 0:
         raise LabError("rows per upload must be >= 0", code="bad_option")
-    csv = csv_bytes(rows, seed=seed) + BAD_ROW.encode()
-    body, content_type = _wrap(csv, encoding)
-    # Header is line 1, the generated records are lines 2..rows+1 (COPY counts records).
-    return Payload(body=body, content_type=content_type, rows=0, bad_line=rows + 2)
+    good_part = csv_bytes(rows, seed=seed)
+    body, content_type = _wrap(good_part + BAD_ROW.encode(), encoding)
+    # Header is record 1, the generated records are 2..rows+1, the bad one rows+2.
+    return Payload(
+        body=body,
+        content_type=content_type,
+        rows=0,
+        bad_line=rows + 2,
+        bad_physical_line=good_part.count(b"\n") + 1,
+    )

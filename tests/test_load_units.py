@@ -57,6 +57,10 @@ def test_bad_payload_names_the_line_of_its_last_record():
     # Records, not physical lines: quoted fields may span lines.
     assert payload.bad_line == len(records)
     assert records[-1][HEADER.index(payloads.BAD_COLUMN)] == "not-a-number"
+    physical = payload.body.decode().splitlines(keepends=True)
+    assert payload.bad_physical_line == len([line for line in physical if line.endswith("\n")])
+    assert "not-a-number" in physical[payload.bad_physical_line - 1]
+    assert payload.names_bad_line(payload.bad_line) and not payload.names_bad_line(None)
 
 
 # -- shapes ------------------------------------------------------------------------------------
