@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("service.stack")
 
+from experiments.loadresults import load_section
 from lab.config import PROJECT_ROOT
 from service.stack import free_port
 
@@ -78,4 +79,6 @@ def test_web_command_serves_locust_and_audits_the_session(db_url, tmp_path):
     assert f"Locust web UI: http://127.0.0.1:{port}/" in output
     assert "audit: PASSED" in output, output
     assert proc.returncode == 0, output
-    assert (tmp_path / "web" / "load.json").exists()
+    summary = load_section(tmp_path / "web")
+    assert summary is not None and summary.requests > 0 and summary.failures == 0
+    assert summary.rows == summary.rows_per_upload * (summary.requests - summary.rejected)
