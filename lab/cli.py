@@ -19,6 +19,7 @@ Handler = Callable[[argparse.Namespace], int]
 COMMAND_MODULES = (
     "lab.commands",
     "service.cli",
+    "experiments.cli",
     "experiments.load_cli",
 )
 

@@ -1,0 +1,252 @@
+"""A run folder rendered: chart PNGs, the self-contained ``index.html`` (jinja2, images as
+data URIs) and the markdown summary printed at the end of a run."""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from experiments import charts, stats
+from experiments.results import Run
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@dataclass(frozen=True)
+class Chart:
+    slug: str
+    title: str
+    caption: str
+    png: bytes | None
+
+    @property
+    def data_uri(self) -> str | None:
+        if self.png is None:
+            return None
+        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report shows, computed once from the samples."""
+
+    frame: pd.DataFrame
+    table: pd.DataFrame
+    ratios: pd.DataFrame
+    checks: list[stats.BudgetCheck]
+    budget_ms: float
+    reference_rows: int
+    chart_rows: int
+
+
+def _chart_rows(frame: pd.DataFrame, reference: int) -> int:
+    """The reference size when the run measured it, else its largest size (tiny runs)."""
+    sizes = set(frame.loc[frame["ok"], "rows"].tolist())
+    if reference in sizes or not sizes:
+        return reference
+    return int(max(sizes))
+
+
+def analyse(run: Run, budget_ms: float | None = None) -> Analysis:
+    meta = run.metadata
+    budget = float(budget_ms if budget_ms is not None else meta.get("budget_ms", 50.0))
+    reference = int(meta.get("reference_rows", 100_000))
+    frame = run.frame()
+    table = stats.summary(frame, budget)
+    ratios = (
+        stats.peer_ratios(table)
+        if not table.empty
+        else stats.peer_ratios(
+            pd.DataFrame(columns=[*stats.CELL_KEYS, "in_db_median", "wall_median"])
+        )
+    )
+    checks = stats.budget_checks(table, budget, reference)
+    return Analysis(frame, table, ratios, checks, budget, reference, _chart_rows(frame, reference))
+
+
+def make_charts(a: Analysis) -> list[Chart]:
+    has = not a.table.empty
+    ref = a.chart_rows
+    return [
+        Chart(
+            "in_db",
+            "In-DB latency per strategy",
+            "Every measured repetition; the red line is the budget. In-DB = server clock "
+            "from the first to the last load statement, before COMMIT.",
+            charts.in_db_latency(a.frame, a.budget_ms, ref),
+        ),
+        Chart(
+            "phases",
+            "Phase breakdown",
+            "Medians per phase: client parse/encode, in-DB, commit, the rest of the client's "
+            "load() call, and for the HTTP path what HTTP, multipart and the proxy add.",
+            charts.phases(a.table, ref) if has else None,
+        ),
+        Chart(
+            "scaling",
+            "Scaling",
+            "Median in-DB time against rows, log-log, with 95% "
+            "bootstrap CIs; the budget line applies to the reference size.",
+            charts.scaling(a.table, a.budget_ms) if has else None,
+        ),
+        Chart(
+            "peers",
+            "Peers as ratios",
+            "Each strategy's in-DB median divided by each peer's (server clock on both "
+            "sides); below 1 our strategy is faster.",
+            charts.peer_ratios(a.ratios, ref),
+        ),
+    ]
+
+
+def _ms(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2013"
+    return f"{float(value):,.{digits}f}"
+
+
+def _ratio(value: Any) -> str:
+    if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
+        return "\u2013"
+    return f"{float(value):.2f}x"
+
+
+def _share(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2013"
+    return f"{100 * float(value):.0f}%"
+
+
+def _cells(table: pd.DataFrame) -> list[dict[str, Any]]:
+    if table.empty:
+        return []
+    ordered = table.sort_values(
+        ["kind", "path", "rows", "variant", "concurrency", "in_db_median"],
+        ascending=[False, True, True, True, True, True],
+    )
+    out = []
+    for _, r in ordered.iterrows():
+        out.append(
+            {
+                "name": r["name"],
+                "kind": r["kind"],
+                "path": r["path"],
+                "rows": f"{int(r['rows']):,}",
+                "variant": r["variant"],
+                "concurrency": int(r["concurrency"]),
+                "n": int(r["n"]),
+                "failures": int(r["failures"]),
+                "error": r["error"],
+                "in_db": _ms(r["in_db_median"]),
+                "ci": f"{_ms(r['in_db_ci_low'])}\u2013{_ms(r['in_db_ci_high'])}",
+                "p95": _ms(r["in_db_p95"]),
+                "p99": _ms(r["in_db_p99"]),
+                "over": _share(r["over_budget_share"]),
+                "parse": _ms(r["parse_median"]),
+                "commit": _ms(r["commit_median"]),
+                "wall": _ms(r["wall_median"]),
+                "http": _ms(r["http_median"]),
+            }
+        )
+    return out
+
+
+def _ratio_rows(ratios: pd.DataFrame) -> list[dict[str, str]]:
+    return [
+        {
+            "strategy": r["strategy"],
+            "path": r["path"],
+            "rows": f"{int(r['rows']):,}",
+            "variant": r["variant"],
+            "peer": r["peer"],
+            "in_db": _ratio(r["in_db_ratio"]),
+            "wall": _ratio(r["wall_ratio"]),
+        }
+        for _, r in ratios.sort_values(["rows", "variant", "strategy", "path", "peer"]).iterrows()
+    ]
+
+
+def render(run: Run, budget_ms: float | None = None) -> Path:
+    """Write ``charts/*.png`` and ``index.html`` into the run folder; returns the HTML path."""
+    a = analyse(run, budget_ms)
+    chart_list = make_charts(a)
+    chart_dir = run.folder / "charts"
+    chart_dir.mkdir(exist_ok=True)
+    for chart in chart_list:
+        if chart.png is not None:
+            (chart_dir / f"{chart.slug}.png").write_bytes(chart.png)
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    failures = a.frame[~a.frame["ok"]]
+    html = env.get_template("report.html.j2").render(
+        run_id=run.run_id,
+        meta=run.metadata,
+        budget_ms=a.budget_ms,
+        reference_rows=a.reference_rows,
+        checks=a.checks,
+        charts=chart_list,
+        cells=_cells(a.table),
+        ratios=_ratio_rows(a.ratios),
+        failures=[
+            {
+                "name": r["name"],
+                "path": r["path"],
+                "rows": f"{int(r['rows']):,}",
+                "variant": r["variant"],
+                "rep": int(r["rep"]),
+                "error": r["error"],
+            }
+            for _, r in failures.iterrows()
+        ],
+        n_samples=len(a.frame),
+    )
+    out = run.folder / "index.html"
+    out.write_text(html, encoding="utf-8")
+    return out
+
+
+def markdown_summary(run: Run, budget_ms: float | None = None) -> str:
+    """The table printed at the end of ``lab bench``: one line per cell plus the budget."""
+    a = analyse(run, budget_ms)
+    lines = [
+        f"### Run {run.run_id}",
+        "",
+        "| name | path | rows | variant | conc | n | in-DB median ms [95% CI] | p95 | "
+        f"> {a.budget_ms:g} ms | wall median ms | failures |",
+        "|---|---|---:|---|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for c in _cells(a.table):
+        failed = f"{c['failures']}: {c['error'][:60]}" if c["failures"] else ""
+        lines.append(
+            f"| {c['name']} | {c['path']} | {c['rows']} | {c['variant']} | {c['concurrency']} | "
+            f"{c['n']} | {c['in_db']} [{c['ci']}] | {c['p95']} | {c['over']} | {c['wall']} | "
+            f"{failed} |"
+        )
+    ref = a.ratios[(a.ratios["rows"] == a.reference_rows) & (a.ratios["variant"] == "logged")]
+    if not ref.empty:
+        lines += [
+            "",
+            f"Peers at {a.reference_rows:,} rows (strategy / peer; < 1 = ours faster):",
+            "",
+            "| strategy | path | peer | in-DB ratio | wall ratio |",
+            "|---|---|---|---:|---:|",
+        ]
+        for r in _ratio_rows(ref):
+            lines.append(
+                f"| {r['strategy']} | {r['path']} | {r['peer']} | {r['in_db']} | {r['wall']} |"
+            )
+    lines += ["", "Budget:", ""]
+    for check in a.checks:
+        verdict = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
+        lines.append(f"- {verdict} — {check.title}: {check.measured} (target {check.target})")
+    return "\n".join(lines)

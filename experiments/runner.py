@@ -1,0 +1,232 @@
+"""Runs the selected cells and turns every load into a ``Sample``.
+
+Per repetition the target table is truncated first (outside the timed part). A cell whose
+strategy or peer is unknown or fails is recorded as a failed sample and the run goes on;
+the report shows the failure. One CSV file per row count is generated for the run and
+shared by strategies and peers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from experiments import peers
+from experiments.matrix import Cell, planned_loads
+from experiments.measure import Sample
+from experiments.upload import Body, multipart_body, upload
+from lab.fakedata import write_csv
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """Where the HTTP path uploads: nginx (TLS) when present, else gunicorn."""
+
+    base_url: str
+    verify: bool | str
+    via: str
+
+
+def generate_files(rows: Sequence[int], folder: Path, seed: int) -> dict[int, Path]:
+    """One CSV per row count (same seed): every cell of a size loads the same bytes."""
+    files = {}
+    for n in sorted(set(rows)):
+        path = folder / f"records_{n}.csv"
+        with path.open("w", newline="", encoding="utf-8") as out:
+            write_csv(out, n, seed=seed)
+        files[n] = path
+    return files
+
+
+@contextlib.contextmanager
+def http_stack(url: str) -> Iterator[HttpTarget | None]:
+    """The upload service for the HTTP path, or None when ``service.stack`` is absent."""
+    try:
+        from service.stack import running_stack  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        yield None
+        return
+    with running_stack(url, nginx=shutil.which("nginx") is not None) as info:
+        if info.https_url:
+            verify = str(info.ca_file) if info.ca_file else False
+            yield HttpTarget(str(info.https_url), verify, "nginx (TLS) -> gunicorn")
+        else:
+            yield HttpTarget(str(info.http_url), True, "gunicorn (TCP)")
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500] or traceback.format_exc(limit=1)[:500]
+
+
+class Runner:
+    """Measures cells against one database; ``http`` is None when the path is unavailable."""
+
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        files: dict[int, Path],
+        *,
+        http: HttpTarget | None = None,
+        http_unavailable: str = "the upload service (service.stack) is not available",
+    ) -> None:
+        self.url = url
+        self.run_id = run_id
+        self.files = files
+        self.http = http
+        self.http_unavailable = http_unavailable
+        self._bodies: dict[int, Body] = {}
+
+    # -- one load per path ------------------------------------------------------------------
+
+    def _truncate(self, table: str) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("TRUNCATE ingest.{}").format(sql.Identifier(table)))
+
+    def _inproc(self, cell: Cell, worker: int) -> dict[str, Any]:
+        import strategies
+        from strategies.base import DirectConnector
+
+        strategy = strategies.get(cell.name)
+        started = time.perf_counter()
+        with self.files[cell.rows].open("rb") as source:
+            result = strategy.load(source, cell.table, DirectConnector(self.url))
+        wall = (time.perf_counter() - started) * 1000
+        t = result.timings
+        return {
+            "rows_loaded": result.rows,
+            "bytes": result.bytes,
+            "parse_ms": t.parse_ms,
+            "in_db_ms": t.in_db_ms,
+            "commit_ms": t.commit_ms,
+            "total_ms": t.total_ms,
+            "wall_ms": wall,
+        }
+
+    def _http(self, cell: Cell, worker: int) -> dict[str, Any]:
+        import requests
+
+        if self.http is None:
+            raise RuntimeError(self.http_unavailable)
+        body = self._bodies.get(cell.rows)
+        if body is None:
+            body = self._bodies[cell.rows] = multipart_body(self.files[cell.rows])
+        with requests.Session() as session:
+            result = upload(
+                session, self.http.base_url, cell.table, cell.name, body, verify=self.http.verify
+            )
+        return {
+            "rows_loaded": result.rows,
+            "bytes": result.bytes,
+            "parse_ms": result.parse_ms,
+            "in_db_ms": result.in_db_ms,
+            "commit_ms": result.commit_ms,
+            "total_ms": result.total_ms,
+            "wall_ms": result.wall_ms,
+            "http_ms": result.http_ms,
+        }
+
+    def _peer(self, cell: Cell, worker: int) -> dict[str, Any]:
+        result = peers.get(cell.name).run(self.files[cell.rows], cell.table, self.url)
+        return {
+            "rows_loaded": result.rows,
+            "bytes": self.files[cell.rows].stat().st_size,
+            "parse_ms": result.parse_ms,
+            "in_db_ms": result.in_db_ms,
+            "commit_ms": result.commit_ms,
+            "total_ms": result.wall_ms,
+            "wall_ms": result.wall_ms,
+        }
+
+    # -- cells ------------------------------------------------------------------------------
+
+    def _sample(self, cell: Cell, rep: int, worker: int, warmup: bool, **fields: Any) -> Sample:
+        return Sample(
+            run_id=self.run_id,
+            kind=cell.kind,
+            path=cell.path,
+            name=cell.name,
+            rows=cell.rows,
+            variant=cell.variant,
+            concurrency=cell.concurrency,
+            rep=rep,
+            worker=worker,
+            warmup=warmup,
+            **fields,
+        )
+
+    def run_cell(self, cell: Cell, advance: Progress | None = None) -> list[Sample]:
+        """Warm-ups then measured repetitions; the first failure ends the cell."""
+        load = {"inproc": self._inproc, "http": self._http, "peer": self._peer}[cell.path]
+        samples: list[Sample] = []
+        total = cell.warmup + cell.reps
+        for index in range(total):
+            warmup = index < cell.warmup
+            rep = index if warmup else index - cell.warmup
+            stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+            try:
+                self._truncate(cell.table)
+                with ThreadPoolExecutor(max_workers=cell.concurrency) as pool:
+                    futures = [pool.submit(load, cell, w) for w in range(cell.concurrency)]
+                    outcomes = [f.result() for f in futures]
+            except Exception as exc:  # any failure is data for the report, not a crash
+                samples.append(
+                    self._sample(
+                        cell, rep, 0, warmup, ok=False, error=_error(exc), started_at=stamp
+                    )
+                )
+                if advance:
+                    advance((total - index) * cell.concurrency)
+                break
+            for worker, fields in enumerate(outcomes):
+                samples.append(
+                    self._sample(cell, rep, worker, warmup, ok=True, started_at=stamp, **fields)
+                )
+            if advance:
+                advance(cell.concurrency)
+        return samples
+
+    def run(self, cells: Sequence[Cell], *, progress: bool = True) -> list[Sample]:
+        """Every cell in order, with a rich progress bar (and ETA) on a terminal."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
+        samples: list[Sample] = []
+        columns = (
+            TextColumn("[progress.description]{task.description:<44}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with RichProgress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("benchmark", total=planned_loads(cells))
+            for cell in cells:
+                bar.update(task, description=cell.label())
+                result = self.run_cell(cell, lambda n: bar.advance(task, n))
+                failed = [s for s in result if not s.ok]
+                if failed and progress:
+                    bar.console.print(f"[red]failed[/red] {cell.label()}: {failed[0].error}")
+                samples.extend(result)
+        return samples

@@ -1,0 +1,67 @@
+"""The matrix file: expansion, registry-driven names, CLI selection, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments import matrix
+from lab.errors import LabError
+
+STRATEGIES = ["psycopg-text", "psycopg-binary", "arrow-adbc"]
+PEERS = ["psql-copy", "pandas-to-sql", "adbc-ingest"]
+
+
+def test_default_matrix_covers_the_reference_cell_with_enough_repetitions() -> None:
+    m = matrix.load("default")
+    cells = matrix.expand(m, STRATEGIES, PEERS)
+    ref = [
+        c
+        for c in cells
+        if c.path == "inproc" and c.rows == m.settings.reference_rows and c.variant == "logged"
+    ]
+    assert {c.name for c in ref} == set(STRATEGIES)  # "*" follows the registry
+    assert all(c.reps >= 9 for c in ref)
+    assert {c.variant for c in cells if c.rows == 100_000 and c.path == "inproc"} == {
+        "logged",
+        "unlogged",
+        "pk",
+    }
+    assert {c.path for c in cells} == {"inproc", "http", "peer"}
+    assert {c.name for c in cells if c.path == "peer" and c.rows == 100_000} == set(PEERS)
+    assert 1_000_000 not in {c.rows for c in cells}
+    full = matrix.expand(matrix.load("full"), STRATEGIES, PEERS)
+    assert 1_000_000 in {c.rows for c in full}
+
+
+def test_selection_narrows_to_one_cell_and_overrides_reps() -> None:
+    cells = matrix.expand(matrix.load("default"), STRATEGIES, PEERS)
+    chosen = matrix.select(
+        cells,
+        matrix.Selection(
+            strategies=("arrow-adbc",), rows=(100_000,), variants=("pk",), paths=("inproc",), reps=2
+        ),
+    )
+    assert [(c.name, c.rows, c.variant, c.path, c.reps) for c in chosen] == [
+        ("arrow-adbc", 100_000, "pk", "inproc", 2)
+    ]
+    no_peers = matrix.select(cells, matrix.Selection(no_peers=True))
+    assert all(c.kind == "strategy" for c in no_peers)
+    with pytest.raises(LabError, match="no cell of the matrix matches"):
+        matrix.select(cells, matrix.Selection(rows=(7,)))
+    assert matrix.planned_loads(chosen) == 2 + chosen[0].warmup
+
+
+def test_invalid_matrices_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text(
+        '[x]\n[[x.cells]]\npath = "inproc"\nrows = [10]\nvariants = ["pk"]\nconcurrency = [2]\n'
+    )
+    with pytest.raises(LabError, match="collide"):
+        matrix.expand(matrix.load("x", bad), STRATEGIES, PEERS)
+    bad.write_text('[x]\n[[x.cells]]\npath = "carrier-pigeon"\nrows = [10]\n')
+    with pytest.raises(LabError, match="path must be one of"):
+        matrix.expand(matrix.load("x", bad), STRATEGIES, PEERS)
+    with pytest.raises(LabError, match="not found"):
+        matrix.load("nope", bad)
