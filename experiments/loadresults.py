@@ -205,10 +205,34 @@ def load_section(run_dir: Path) -> LoadSummary | None:
     return LoadSummary(**data)
 
 
+@dataclass(frozen=True)
+class LoadReport:
+    """The load results a bench report shows, and where they come from."""
+
+    summary: LoadSummary
+    folder: Path
+    #: False when they come from a separate (the newest) load run next to the bench run.
+    same_run: bool
+
+
+def for_report(run_dir: Path) -> LoadReport | None:
+    """The run folder's own load results, else the newest load run beside it, else None."""
+    summary = load_section(run_dir)
+    if summary is not None:
+        return LoadReport(summary, run_dir, same_run=True)
+    other = latest_run(run_dir.parent)
+    if other is None:
+        return None
+    summary = load_section(other)
+    return None if summary is None else LoadReport(summary, other, same_run=False)
+
+
 def latest_run(reports: Path) -> Path | None:
     """The newest run folder under ``reports`` holding a load.json (by its created_at)."""
     found: list[tuple[str, Path]] = []
     for path in reports.glob(f"*/{FILENAME}"):
+        if path.parent.is_symlink():  # reports/latest-load points at a real run folder
+            continue
         try:
             created = str(json.loads(path.read_text(encoding="utf-8"))["summary"]["created_at"])
         except (ValueError, KeyError, TypeError, OSError):
