@@ -248,6 +248,12 @@ def start_run(url: str, table: str) -> dt.datetime:
     return row[0]
 
 
+def empty(url: str, table: str) -> None:
+    """Truncate the run's table after the audit: a load run leaves no bulk data behind."""
+    with connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("TRUNCATE {}").format(table_ident(table)))
+
+
 def fetch(url: str, table: str, since: dt.datetime) -> tuple[list[LedgerRow], int]:
     """The ledger rows of uploads into ``table`` since ``since``, and the table's row count."""
     with connect(url, autocommit=True) as conn:

@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
     )
     load.add_argument("--workers", type=int, default=None, help="gunicorn workers")
     load.add_argument(
+        "--keep-rows",
+        action="store_true",
+        help="leave the loaded rows in the table after the audit (default: truncate it)",
+    )
+    load.add_argument(
         "--out", type=Path, default=None, help="run folder (default reports/<run-id>)"
     )
     load.add_argument(
@@ -83,6 +88,7 @@ def config_from(args: argparse.Namespace) -> loadrun.LoadConfig:
         body=args.body,
         nginx=not args.no_nginx,
         workers=args.workers,
+        keep_rows=args.keep_rows,
     ).validate()
 
 

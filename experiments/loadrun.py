@@ -58,6 +58,8 @@ class LoadConfig:
     #: Load through nginx over TLS (the production path) instead of gunicorn's TCP port.
     nginx: bool = True
     workers: int | None = None
+    #: Keep the loaded rows after the audit (default: truncate; the ledger keeps the record).
+    keep_rows: bool = False
 
     def validate(self) -> LoadConfig:
         """The config with a normalised strategy mix; refuses values outside the bounds."""
@@ -278,6 +280,8 @@ def _finish(
     log = audit.read_log(ack_file)
     ledger, table_rows = audit.fetch(url, config.table, since)
     result = audit.compare(log, ledger, table_rows)
+    if not config.keep_rows:
+        audit.empty(url, config.table)
     summary = _summarise(config, run_id, run_dir, host, log, ledger, result)
     if summary is not None:
         loadresults.write(

@@ -10,7 +10,7 @@ from experiments import audit, loadresults, loadrun
 from strategies import names
 
 
-def test_short_headless_run_loses_nothing_and_writes_its_reports(db_url, tmp_path):
+def test_short_headless_run_loses_nothing_and_writes_its_reports(db_url, conn, tmp_path):
     run_dir = tmp_path / "run"
     config = loadrun.LoadConfig(
         users=3,
@@ -47,3 +47,9 @@ def test_short_headless_run_loses_nothing_and_writes_its_reports(db_url, tmp_pat
     assert (run_dir / "locust_stats.csv").stat().st_size > 0
     assert "locust" in (run_dir / "locust.html").read_text(errors="replace").lower()
     assert loadresults.load_section(run_dir) == summary
+    # Audited, then emptied; the ledger keeps the record of every upload.
+    assert conn.execute("SELECT count(*) FROM ingest.records").fetchone()[0] == 0
+    ledger = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FROM lab.uploads"
+    ).fetchone()
+    assert ledger == (len(log.acks), len(log.acks) + log.rejected)
