@@ -27,7 +27,7 @@ class Target:
     columns: tuple[Column, ...]
 
     @property
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.table)
 
     def column_list(self, names: list[str] | None = None) -> sql.Composed:
