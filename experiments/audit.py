@@ -254,6 +254,12 @@ def empty(url: str, table: str) -> None:
         conn.execute(sql.SQL("TRUNCATE {}").format(table_ident(table)))
 
 
+def server_version(url: str) -> str:
+    with connect(url, autocommit=True) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
 def fetch(url: str, table: str, since: dt.datetime) -> tuple[list[LedgerRow], int]:
     """The ledger rows of uploads into ``table`` since ``since``, and the table's row count."""
     with connect(url, autocommit=True) as conn:

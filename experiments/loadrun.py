@@ -289,6 +289,7 @@ def _finish(
             summary,
             {
                 "config": asdict(config),
+                "database": {"server_version": audit.server_version(url)},
                 "locust": {"exit_code": locust_exit, "timed_out": timed_out},
                 "audit": {
                     **{k: v for k, v in asdict(result).items() if k != "checks"},
