@@ -190,15 +190,17 @@ def _locust_env() -> dict[str, str]:
     return env
 
 
-def _stop_group(proc: subprocess.Popen[bytes], first: int = signal.SIGINT) -> None:
-    """Ask Locust's process group to stop (it then writes its reports), then insist."""
-    for sig, wait in ((first, STOP_TIMEOUT_S + 15), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            return
+def stop_group(proc: subprocess.Popen[bytes], *, grace: float = STOP_TIMEOUT_S + 15) -> None:
+    """Ask Locust to stop (SIGINT: it lets users finish, then writes its reports); after
+    ``grace`` seconds, or once it has exited, kill whatever is left of its process group."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=wait)
+            proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
@@ -361,7 +363,7 @@ def run_headless(
                     timed_out = True
                     say("load: Locust overran its time limit; stopping it")
                 finally:
-                    _stop_group(proc)
+                    stop_group(proc)
         # The stack is down: every request has finished one way or the other.
         return _finish(
             config, run_id, run_dir, host, url, since, ack_file, proc.returncode, timed_out
@@ -417,7 +419,7 @@ def run_web(
                     except KeyboardInterrupt:
                         say("load: stopping Locust")
                     finally:
-                        _stop_group(proc)
+                        stop_group(proc)
             return _finish(config, run_id, run_dir, host, url, since, ack_file, 0, False)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import uuid
 
+import psutil
 import pytest
 
 from experiments import audit, loadresults, loadrun, payloads, shapes
@@ -265,6 +267,22 @@ def test_config_is_bounded_and_checks_strategy_names():
     ):
         with pytest.raises(LabError):
             bad.validate()
+
+
+def test_stop_group_kills_a_process_group_that_ignores_sigint():
+    # A shell that ignores SIGINT, with a grandchild: both must be gone afterwards.
+    proc = subprocess.Popen(
+        ["sh", "-c", 'trap "" INT; sleep 300 & echo $!; wait'],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())
+    loadrun.stop_group(proc, grace=0.5)
+    assert proc.returncode is not None
+    assert not psutil.pid_exists(grandchild) or (
+        psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    )
 
 
 def test_headless_command_is_bounded_and_loopback(tmp_path):
