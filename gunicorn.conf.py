@@ -5,7 +5,7 @@ Run as ``gunicorn -c gunicorn.conf.py 'service:create_app()'`` from the project 
 Every value comes from ``lab.config.Settings`` (the LAB_* environment variables).
 """
 
-import multiprocessing
+import os
 
 from lab.config import Settings
 
@@ -16,6 +16,12 @@ _settings = Settings.from_env()
 bind = [f"{_settings.host}:{_settings.port}"]
 if _settings.socket:
     bind.insert(0, f"unix:{_settings.socket}")
+# gunicorn >= 25.1's control socket (gunicornc) lives next to the app's socket, never at
+# the shared default (~/.gunicorn/gunicorn.ctl), where concurrent instances would collide.
+if _settings.socket:
+    control_socket = f"{_settings.socket}.ctl"
+else:
+    control_socket_disable = True
 # The socket is created world-connectable (umask 0): nginx runs as another user (in
 # compose, in another container). Access is controlled by the socket's directory, which
 # only the service and nginx share.
@@ -30,7 +36,8 @@ umask = 0
 worker_class = "gthread"
 # The database does the heavy lifting; one process per core keeps Python's own share of
 # CPU (multipart parsing, hashing) on every core, the threads cover the waiting.
-workers = _settings.workers or multiprocessing.cpu_count()
+# Cores this process may run on (a container's cpuset), not the host's total.
+workers = _settings.workers or len(os.sched_getaffinity(0))
 threads = _settings.threads
 
 # A worker that misses its heartbeat this long is restarted. gthread heartbeats from the

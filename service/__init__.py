@@ -44,7 +44,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         DATABASE_URL=settings.database_url or resolve_url(settings, start=False),
         # Werkzeug refuses bigger bodies with 413 itself, on top of the streaming checks.
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 64 * 1024,
-        JSON_SORT_KEYS=False,
     )
     app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]

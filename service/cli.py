@@ -14,6 +14,7 @@ import psutil
 from lab.config import ENV_PORT, Settings
 from lab.database import resolve_url
 from service.stack import running_stack
+from service.tls import ensure_certificate
 
 
 def register(subparsers: Any) -> None:
@@ -30,11 +31,24 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--no-nginx", action="store_true", help="gunicorn only, no TLS proxy")
     serve.set_defaults(handler=serve_command)
 
+    tls = subparsers.add_parser(
+        "tls", help="make the development TLS certificate for nginx (LAB_HOME/tls)"
+    )
+    tls.set_defaults(handler=tls_command)
+
+
+def tls_command(args: argparse.Namespace) -> int:
+    cert, key = ensure_certificate(Settings.from_env().home / "tls")
+    print(f"certificate {cert}\nkey         {key}")
+    return 0
+
 
 def serve_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     url = resolve_url(settings)  # starts the embedded cluster unless DATABASE_URL is set
-    # SIGTERM (e.g. from a process manager) stops the stack like Ctrl-C does.
+    # Ctrl-C and SIGTERM (e.g. from a process manager) stop the stack; SIGINT is set
+    # explicitly because a shell starting us in the background leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     port = args.port or (settings.port if os.environ.get(ENV_PORT) else None)
     with running_stack(

@@ -209,7 +209,8 @@ def running_stack(
         if binary is not None:
             cert, key = ensure_certificate(home / "tls")
             tls_port = free_port()
-            max_body = Settings.from_env(child_env).max_upload_bytes + 64 * 1024
+            # The whole request body, as in compose (envelope included for multipart).
+            max_body = Settings.from_env(child_env).max_upload_bytes
             conf = run_dir / "nginx.conf"
             conf.write_text(
                 render_nginx_conf(

@@ -6,7 +6,8 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import Any, BinaryIO
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
@@ -23,6 +24,7 @@ bp = Blueprint("upload", __name__)
 log = logging.getLogger("service.upload")
 
 DEFAULT_TABLE = "records"
+_MAX_IDENTIFIER_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
 @bp.post("/upload")
@@ -79,20 +81,27 @@ def _upload(table: str) -> tuple[Response, int]:
     strategy = strategies.get(request.args.get("strategy") or settings.strategy)
     kind = _check_request(settings)
     db = get_db()
+    if "\x00" in table or len(table.encode()) > _MAX_IDENTIFIER_BYTES:
+        # Not a name PostgreSQL could hold (NUL cannot even be sent as a parameter).
+        raise LabError(f"unknown table {table[:80]!r}", code="unknown_table", status=404)
     with db.connection() as conn:
         catalog.resolve(conn, table)  # unknown table → 404 before the body is read
     upload_id = ledger.start(db, table, strategy.name)
     digest = intake.Digest()
     try:
-        with contextlib.ExitStack() as stack:
-            source = stack.enter_context(_open_body(kind, digest, settings))
+        with _open_body(kind, digest, settings, spool_raw=not strategy.streaming) as source:
             intake_ms = (time.perf_counter() - started) * 1000
             finalize = ledger.finalizer(upload_id, lambda: digest.nbytes, digest.hexdigest)
             result = strategy.load(source, table, db, finalize=finalize)
     except Exception as exc:
         _record_failure(upload_id, exc, digest)
         raise
-    ledger.record_timings(db, upload_id, result.timings)
+    try:
+        ledger.record_timings(db, upload_id, result.timings)
+    except Exception:
+        # The rows and the 'succeeded' mark are committed: answering an error now would
+        # invite a duplicate retry. The timings are also in the log line below.
+        log.warning("could not record the timings of upload %s in the ledger", upload_id)
     _log_upload(upload_id, result, digest, intake_ms)
     body = {
         "upload_id": str(upload_id),
@@ -113,8 +122,11 @@ def _upload(table: str) -> tuple[Response, int]:
 
 
 @contextlib.contextmanager
-def _open_body(kind: str, digest: intake.Digest, settings: Settings) -> Any:
-    """The CSV stream of this request: spooled multipart part, or the raw body."""
+def _open_body(
+    kind: str, digest: intake.Digest, settings: Settings, *, spool_raw: bool
+) -> Iterator[BinaryIO]:
+    """The CSV stream of this request: the spooled multipart part, or the raw body (read
+    off the socket by streaming strategies, spooled first for the others)."""
     if kind == "multipart":
         spool = intake.spool_multipart(
             request.stream,
@@ -126,8 +138,14 @@ def _open_body(kind: str, digest: intake.Digest, settings: Settings) -> Any:
         with spool:
             yield spool
     else:
-        source: BinaryIO = intake.raw_source(request.stream, digest, settings.max_upload_bytes)
-        yield source
+        source = intake.raw_source(
+            request.stream, digest, settings.max_upload_bytes, request.content_length
+        )
+        if not spool_raw:
+            yield source
+            return
+        with intake.spool(source, settings.spool_bytes) as spooled:
+            yield spooled
 
 
 def _record_failure(upload_id: uuid.UUID, exc: Exception, digest: intake.Digest) -> None:
