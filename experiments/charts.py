@@ -109,7 +109,7 @@ def phases(table: pd.DataFrame, rows: int) -> bytes | None:
     ax.invert_yaxis()
     ax.set_xlabel("median ms")
     ax.set_title(f"Phase breakdown at {rows:,} rows, logged table")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 

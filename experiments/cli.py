@@ -154,8 +154,7 @@ def _enter_stack(stack: contextlib.ExitStack, url: str, wanted: bool) -> tuple[A
 
 def bench_command(args: argparse.Namespace) -> int:
     import strategies
-    from experiments import report
-    from experiments.runner import Runner, generate_files
+    from lab.cluster import EmbeddedCluster
     from lab.config import Settings
     from lab.database import resolve_url
     from lab.migrate import migrate
@@ -175,8 +174,31 @@ def bench_command(args: argparse.Namespace) -> int:
         return 0
 
     settings = Settings.from_env()
-    url = resolve_url(settings)
-    migrate(url, settings.migrations_dir)
+    # An embedded cluster this command starts is stopped again at the end.
+    cluster = None if settings.database_url else EmbeddedCluster(settings.home)
+    started_here = cluster is not None and not cluster.status().running
+    try:
+        url = resolve_url(settings)
+        migrate(url, settings.migrations_dir)
+        return _bench(args, matrix, name, cells, budget, url)
+    finally:
+        if started_here and cluster is not None:
+            cluster.down()
+
+
+def _bench(
+    args: argparse.Namespace,
+    matrix: matrix_mod.Matrix,
+    name: str,
+    cells: list[matrix_mod.Cell],
+    budget: float,
+    url: str,
+) -> int:
+    """Run the cells, save, render, print the summary; the gate decides the exit status."""
+    import strategies
+    from experiments import report
+    from experiments.runner import Runner, generate_files
+
     reports = args.out or results.DEFAULT_REPORTS
     started = datetime.now(UTC)
     run_id = results.new_run_id(started)

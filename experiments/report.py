@@ -111,6 +111,12 @@ def _ms(value: Any, digits: int = 1) -> str:
     return f"{float(value):,.{digits}f}"
 
 
+def _ci(low: Any, high: Any) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "\u2013"
+    return f"{_ms(low)}\u2013{_ms(high)}"
+
+
 def _ratio(value: Any) -> str:
     if value is None or (isinstance(value, float) and (math.isnan(value) or math.isinf(value))):
         return "\u2013"
@@ -144,7 +150,7 @@ def _cells(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "failures": int(r["failures"]),
                 "error": r["error"],
                 "in_db": _ms(r["in_db_median"]),
-                "ci": f"{_ms(r['in_db_ci_low'])}\u2013{_ms(r['in_db_ci_high'])}",
+                "ci": _ci(r["in_db_ci_low"], r["in_db_ci_high"]),
                 "p95": _ms(r["in_db_p95"]),
                 "p99": _ms(r["in_db_p99"]),
                 "over": _share(r["over_budget_share"]),

@@ -202,6 +202,7 @@ class Runner:
 
     def run(self, cells: Sequence[Cell], *, progress: bool = True) -> list[Sample]:
         """Every cell in order, with a rich progress bar (and ETA) on a terminal."""
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -220,7 +221,8 @@ class Runner:
             TextColumn("ETA"),
             TimeRemainingColumn(),
         )
-        with RichProgress(*columns, disable=not progress, transient=False) as bar:
+        console = Console(stderr=True)  # stdout stays for the markdown summary
+        with RichProgress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("benchmark", total=planned_loads(cells))
             for cell in cells:
                 bar.update(task, description=cell.label())

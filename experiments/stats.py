@@ -126,6 +126,8 @@ def peer_ratios(table: pd.DataFrame) -> pd.DataFrame:
     for _, peer in peers.iterrows():
         same = ours[(ours["rows"] == peer["rows"]) & (ours["variant"] == peer["variant"])]
         for _, mine in same.iterrows():
+            if pd.isna(mine["in_db_median"]) and pd.isna(mine["wall_median"]):
+                continue  # the cell failed: the failures table shows it
             rows.append(
                 {
                     "strategy": mine["name"],
