@@ -5,15 +5,16 @@ imports this file; ``lab load`` starts ``locust -f experiments/locustfile.py`` a
 subprocess. Everything it needs from the lab (payload building, load shapes) is pure.
 
 Each user uploads, back to back, one of the payloads built at test start: a good CSV of
-``--rows`` rows through a strategy picked by ``--strategy-mix`` weights, or (weight
-``--reject-share`` of requests) the same CSV plus one bad row, which the service must refuse with a
-4xx JSON error naming the line. Every 2xx answer's upload id and row count is appended to
-``--ack-file`` for the no-data-lost audit (experiments/audit.py).
+``--rows`` rows through a strategy picked by ``--strategy-mix`` weights or, for
+``--reject-share`` of the requests, the same CSV plus one bad row, which the service must
+refuse whole with a 4xx JSON error naming its line. Every answer is appended to
+``--ack-file`` (2xx: upload id and rows) for the no-data-lost audit (experiments/audit.py).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,11 +72,16 @@ class Plan:
     web UI between runs). Building it up front keeps CSV generation off the request path."""
 
     table: str
-    #: Rejected uploads go through the first strategy of the mix.
-    reject_strategy: str
+    #: The strategy mix; bad uploads pick their strategy from it with the same weights.
+    mix: tuple[tuple[str, int], ...]
     good: payloads.Payload
     bad: payloads.Payload
     acks: IO[str] | None = None
+
+    def any_strategy(self) -> str:
+        names = [name for name, _ in self.mix]
+        weights = [weight for _, weight in self.mix]
+        return random.choices(names, weights)[0]
 
     def record(self, **fields: Any) -> None:
         if self.acks is not None:
@@ -109,7 +115,7 @@ def _build_plan(environment: Environment, **_: Any) -> None:
         PLAN.acks.close()
     PLAN = Plan(
         table=options.table,
-        reject_strategy=mix[0][0],
+        mix=mix,
         good=payloads.good(options.rows, encoding=encoding),
         bad=payloads.bad(options.rows, encoding=encoding),
         acks=open(options.ack_file, "a", encoding="utf-8") if options.ack_file else None,  # noqa: SIM115
@@ -221,8 +227,8 @@ class UploadUser(FastHttpUser):
     def upload_bad(self) -> None:
         """A file whose last row is bad must be refused whole, with the line of the error."""
         assert PLAN is not None
-        strategy = PLAN.reject_strategy
-        response, _ = self._post(strategy, PLAN.bad, REJECT)
+        strategy = PLAN.any_strategy()
+        response, started = self._post(strategy, PLAN.bad, REJECT)
         with response:
             status = response.status_code
             error = _error_of(response)
@@ -234,14 +240,16 @@ class UploadUser(FastHttpUser):
                         upload_id=str(body["upload_id"]),
                         rows=int(body["rows"]),
                         strategy=strategy,
-                        started=time.time(),
+                        started=started,
                         finished=time.time(),
                     )
                 except (ValueError, TypeError, KeyError):
                     PLAN.record(kind="error", status=status)
                 response.failure("a CSV with a bad row was accepted")
             elif 400 <= status < 500 and PLAN.bad.names_bad_line(error.get("line")):
-                PLAN.record(kind="rejected", status=status, code=error.get("code"))
+                PLAN.record(
+                    kind="rejected", status=status, code=error.get("code"), strategy=strategy
+                )
                 response.success()
             else:
                 PLAN.record(kind="error", status=status, error=error)
