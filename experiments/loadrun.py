@@ -235,11 +235,21 @@ def _summarise(
     log: audit.AckLog,
     ledger: list[audit.LedgerRow],
     result: audit.AuditResult,
+    web: bool,
 ) -> loadresults.LoadSummary | None:
     stats_csv = run_dir / "locust_stats.csv"
     if not stats_csv.exists():
         return None
     aggregate, endpoints = loadresults.read_stats_csv(stats_csv)
+    if aggregate.requests == 0:
+        return None  # a web session in which no swarm was started
+    if web:
+        # The web UI's run time is whatever the swarms took: first request to last answer.
+        run_time_s = max((a.finished for a in log.acks), default=0.0) - min(
+            (a.started for a in log.acks), default=0.0
+        )
+    else:
+        run_time_s = float(config.run_time_s)
     in_db = [r.in_db_ms for r in ledger if r.status == "succeeded" and r.in_db_ms is not None]
     return loadresults.LoadSummary(
         run_id=run_id,
@@ -247,7 +257,7 @@ def _summarise(
         target=host,
         shape=config.shape,
         users=config.users,
-        run_time_s=float(config.run_time_s),
+        run_time_s=round(run_time_s, 1),
         rows_per_upload=config.rows,
         strategy_mix=config.strategy_mix,
         requests=aggregate.requests,
@@ -278,13 +288,14 @@ def _finish(
     ack_file: Path,
     locust_exit: int,
     timed_out: bool,
+    web: bool = False,
 ) -> LoadOutcome:
     log = audit.read_log(ack_file)
     ledger, table_rows = audit.fetch(url, config.table, since)
     result = audit.compare(log, ledger, table_rows)
     if not config.keep_rows:
         audit.empty(url, config.table)
-    summary = _summarise(config, run_id, run_dir, host, log, ledger, result)
+    summary = _summarise(config, run_id, run_dir, host, log, ledger, result, web)
     if summary is not None:
         loadresults.write(
             run_dir,
@@ -420,6 +431,6 @@ def run_web(
                         say("load: stopping Locust")
                     finally:
                         stop_group(proc)
-            return _finish(config, run_id, run_dir, host, url, since, ack_file, 0, False)
+            return _finish(config, run_id, run_dir, host, url, since, ack_file, 0, False, web=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
