@@ -24,8 +24,8 @@ PHASES = (
     ("parse_median", "parse/encode (client)", "#9467bd"),
     ("in_db_median", "in-DB (server clock)", "#1f77b4"),
     ("commit_median", "commit", "#2ca02c"),
-    ("other_median", "other (connect, header check)", "#bcbd22"),
-    ("http_median", "HTTP + multipart + proxy", "#ff7f0e"),
+    ("other_median", "other client (connect, header)", "#bcbd22"),
+    ("http_median", "HTTP, multipart, proxy", "#ff7f0e"),
 )
 
 
@@ -109,7 +109,7 @@ def phases(table: pd.DataFrame, rows: int) -> bytes | None:
     ax.invert_yaxis()
     ax.set_xlabel("median ms")
     ax.set_title(f"Phase breakdown at {rows:,} rows, logged table")
-    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.45, -0.14), ncol=2)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 

@@ -230,6 +230,7 @@ def _bench(
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - clock, 1),
         "cells": len(cells),
+        "interrupted": runner.interrupted,
         "http_via": http_via,
         "strategies": {n: strategies.REGISTRY[n].description for n in strategies.names()},
         "peers": {p.name: p.description for p in peers.PEERS.values()},
@@ -243,6 +244,9 @@ def _bench(
     results.point_latest(reports, folder)
     print(report.markdown_summary(run, budget))
     print(f"\nreport: {html}")
+    if runner.interrupted:
+        print("lab: interrupted; the report covers the cells measured so far", file=sys.stderr)
+        return 130
     if args.gate:
         gate = report.analyse(run, budget).checks[0]
         if gate.passed is not True:

@@ -9,9 +9,7 @@ shared by strategies and peers.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,7 +57,7 @@ def http_stack(url: str) -> Iterator[HttpTarget | None]:
     except ImportError:
         yield None
         return
-    with running_stack(url, nginx=shutil.which("nginx") is not None) as info:
+    with running_stack(url) as info:  # nginx in front when installed (the stack finds it)
         if info.https_url:
             verify = str(info.ca_file) if info.ca_file else False
             yield HttpTarget(str(info.https_url), verify, "nginx (TLS) -> gunicorn")
@@ -68,8 +66,9 @@ def http_stack(url: str) -> Iterator[HttpTarget | None]:
 
 
 def _error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:500] or traceback.format_exc(limit=1)[:500]
+    """Type and first line of the message: enough for the report's failure table."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500]
 
 
 class Runner:
@@ -90,6 +89,8 @@ class Runner:
         self.http = http
         self.http_unavailable = http_unavailable
         self._bodies: dict[int, Body] = {}
+        #: Set when Ctrl-C stopped the run early; the samples so far are still returned.
+        self.interrupted = False
 
     # -- one load per path ------------------------------------------------------------------
 
@@ -224,11 +225,15 @@ class Runner:
         console = Console(stderr=True)  # stdout stays for the markdown summary
         with RichProgress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("benchmark", total=planned_loads(cells))
-            for cell in cells:
-                bar.update(task, description=cell.label())
-                result = self.run_cell(cell, lambda n: bar.advance(task, n))
-                failed = [s for s in result if not s.ok]
-                if failed and progress:
-                    bar.console.print(f"[red]failed[/red] {cell.label()}: {failed[0].error}")
-                samples.extend(result)
+            try:
+                for cell in cells:
+                    bar.update(task, description=cell.label())
+                    result = self.run_cell(cell, lambda n: bar.advance(task, n))
+                    failed = [s for s in result if not s.ok]
+                    if failed and progress:
+                        bar.console.print(f"[red]failed[/red] {cell.label()}: {failed[0].error}")
+                    samples.extend(result)
+            except KeyboardInterrupt:
+                # Keep what was measured: the caller saves and reports a partial run.
+                self.interrupted = True
         return samples
