@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from experiments import charts, stats
+from experiments import charts, loadresults, stats
 from experiments.results import Run
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -227,6 +227,7 @@ def render(run: Run, budget_ms: float | None = None) -> Path:
             for _, r in failures.iterrows()
         ],
         n_samples=len(a.frame),
+        load=loadresults.for_report(run.folder),
     )
     out = run.folder / "index.html"
     out.write_text(html, encoding="utf-8")

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "lab.commands",
     "service.cli",
     "experiments.cli",
+    "experiments.load_cli",
 )
 
 
