@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is the bench extra; `lab db …` must work without it
+    import pandas as pd
 
 from experiments.measure import COLUMNS, TIMING_FIELDS, Sample
 from lab.config import PROJECT_ROOT
@@ -73,6 +74,8 @@ class Run:
 
 def to_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     """The tidy DataFrame: one row per sample, columns as documented (``COLUMNS``)."""
+    import pandas as pd
+
     frame = pd.DataFrame([s.to_dict() for s in samples], columns=list(COLUMNS))
     for name in TIMING_FIELDS:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")

@@ -120,3 +120,24 @@ def _psql() -> str:
     from lab.cluster import _pg_bin_dir
 
     return str(_pg_bin_dir() / "psql")
+
+
+def test_the_cli_builds_without_the_optional_extras() -> None:
+    """The Docker image installs only runtime dependencies and runs `lab db migrate`:
+    no subcommand may import a bench/load extra until it runs."""
+    extras = ["pandas", "matplotlib", "scipy", "rich", "locust", "sqlalchemy"]
+    code = (
+        "import sys\n"
+        f"for name in {extras!r}: sys.modules[name] = None\n"
+        "from lab.cli import build_parser\n"
+        "build_parser().parse_args(['db', 'status'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
