@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from lab.errors import LabError
 from strategies.base import Strategy
+from strategies.psycopg_binary import PsycopgBinary
 from strategies.psycopg_text import PsycopgText
 
 #: name → strategy class. The service, the tests and the experiments all read this.
 REGISTRY: dict[str, type[Strategy]] = {
     PsycopgText.name: PsycopgText,
+    PsycopgBinary.name: PsycopgBinary,
 }
 
 

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from strategies import catalog
+from strategies.common import pin_session
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.header import read_header
 from strategies.pgerrors import copy_error, is_input_error
@@ -47,6 +48,7 @@ class PsycopgText(Strategy):
             nbytes = source.tell() if source.seekable() else 0
             try:
                 with conn.transaction():
+                    pin_session(conn)
                     t0 = server_clock_ms(conn)
                     with conn.cursor() as cur:
                         with cur.copy(statement) as copy:
