@@ -21,6 +21,7 @@ ENV_LOG_LEVEL = "LAB_LOG_LEVEL"
 ENV_POOL_SIZE = "LAB_POOL_SIZE"
 ENV_STATEMENT_TIMEOUT_MS = "LAB_STATEMENT_TIMEOUT_MS"
 ENV_MIGRATIONS_DIR = "LAB_MIGRATIONS_DIR"
+ENV_PARALLEL_WORKERS = "LAB_PARALLEL_WORKERS"
 
 ALL_ENV_VARS = (
     ENV_DATABASE_URL,
@@ -35,6 +36,7 @@ ALL_ENV_VARS = (
     ENV_POOL_SIZE,
     ENV_STATEMENT_TIMEOUT_MS,
     ENV_MIGRATIONS_DIR,
+    ENV_PARALLEL_WORKERS,
 )
 
 
@@ -66,6 +68,8 @@ class Settings:
     pool_size: int = 4
     statement_timeout_ms: int = 0
     migrations_dir: Path = PROJECT_ROOT / "migrations"
+    #: Connections of the parallel-binary strategy; 0 means one per CPU core.
+    parallel_workers: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -84,4 +88,5 @@ class Settings:
             pool_size=_int(env, ENV_POOL_SIZE, cls.pool_size),
             statement_timeout_ms=_int(env, ENV_STATEMENT_TIMEOUT_MS, cls.statement_timeout_ms),
             migrations_dir=Path(env.get(ENV_MIGRATIONS_DIR) or cls.migrations_dir),
+            parallel_workers=_int(env, ENV_PARALLEL_WORKERS, cls.parallel_workers),
         )

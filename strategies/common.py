@@ -79,4 +79,9 @@ class Plan:
 def plan(conn: Conn, source: BinaryIO, table: str) -> Plan:
     """Resolve ``table`` and check the header against it, before any row is read."""
     target = catalog.resolve(conn, table)
-    return Plan(target, catalog.match_header(read_header(source), target))
+    names = catalog.match_header(read_header(source), target)
+    if not conn.autocommit:
+        # End the catalog queries' implicit transaction: the load's ``transaction()``
+        # block must be the real transaction, not a savepoint inside this one.
+        conn.rollback()
+    return Plan(target, names)

@@ -40,7 +40,6 @@ class PsycopgBinary(Strategy):
         reader = common.CountingReader(source)
         with db.connection() as conn, spool.spooled() as payload:
             plan = common.plan(conn, reader, table)
-            conn.rollback()  # end the catalog query's transaction before the long parse
             parse_start = time.perf_counter()
             encoded = binary.encode(reader, plan.columns, [payload])
             parse_ms = (time.perf_counter() - parse_start) * 1000
