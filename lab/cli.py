@@ -16,9 +16,7 @@ from lab.errors import LabError
 Handler = Callable[[argparse.Namespace], int]
 
 #: Modules with a ``register(subparsers)`` function, in the order shown by ``--help``.
-COMMAND_MODULES = (
-    "lab.commands",
-)
+COMMAND_MODULES = ("lab.commands",)
 
 
 def build_parser() -> argparse.ArgumentParser:

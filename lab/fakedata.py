@@ -25,17 +25,65 @@ HEADER = (
     "category",
 )
 
-_FIRST = ["Ada", "Grace", "Linus", "Barbara", "Edsger", "Donald", "Frances", "Ken",
-          "Margaret", "Dennis", "Radia", "Guido", "Anita", "Niklaus", "Shafi", "Tim"]
-_LAST = ["Lovelace", "Hopper", "Torvalds", "Liskov", "Dijkstra", "Knuth", "Allen",
-         "Thompson", "Hamilton", "Ritchie", "Perlman", "van Rossum", "Borg", "Wirth",
-         "Goldwasser", "Berners-Lee"]
+_FIRST = [
+    "Ada",
+    "Grace",
+    "Linus",
+    "Barbara",
+    "Edsger",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Dennis",
+    "Radia",
+    "Guido",
+    "Anita",
+    "Niklaus",
+    "Shafi",
+    "Tim",
+]
+_LAST = [
+    "Lovelace",
+    "Hopper",
+    "Torvalds",
+    "Liskov",
+    "Dijkstra",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Perlman",
+    "van Rossum",
+    "Borg",
+    "Wirth",
+    "Goldwasser",
+    "Berners-Lee",
+]
 # Values that force quoting: a comma, a doubled quote, line breaks, and non-ASCII text.
-_TRICKY = ["Smith, Jane", 'Dwayne "The Rock" Johnson', "first line\nsecond line",
-           "carriage\r\nreturn", "José Müller-Øster", "北京市 👩‍💻", "O'Hara, \"Scarlett\""]
+_TRICKY = [
+    "Smith, Jane",
+    'Dwayne "The Rock" Johnson',
+    "first line\nsecond line",
+    "carriage\r\nreturn",
+    "José Müller-Øster",
+    "北京市 👩‍💻",
+    'O\'Hara, "Scarlett"',
+]
 _DOMAINS = ["example.com", "example.org", "mail.example.net", "corp.example"]
-_CATEGORIES = ["books", "electronics", "garden", "grocery", "toys", "sports", "music",
-               "health", "auto", "office"]
+_CATEGORIES = [
+    "books",
+    "electronics",
+    "garden",
+    "grocery",
+    "toys",
+    "sports",
+    "music",
+    "health",
+    "auto",
+    "office",
+]
 _EPOCH = 1_577_836_800  # 2020-01-01T00:00:00Z
 # (offset seconds, ISO suffix): timestamps carry an explicit offset, as exports often do.
 _ZONES = [(0, "+00:00"), (-5 * 3600, "-05:00"), (5 * 3600 + 1800, "+05:30")]
@@ -106,7 +154,9 @@ def write_csv(
     out.write("".join(chunk))
 
 
-def csv_bytes(n: int, *, seed: int = 0, quote_share: float = 0.05, null_share: float = 0.02) -> bytes:
+def csv_bytes(
+    n: int, *, seed: int = 0, quote_share: float = 0.05, null_share: float = 0.02
+) -> bytes:
     """The whole file as bytes, for tests and benchmarks of modest size."""
     import io
 

@@ -127,13 +127,13 @@ class ArrowAdbc(Strategy):
         started = time.perf_counter()
         reader = common.CountingReader(source)
         with db.connection() as conn:
-            plan = common.plan(conn, reader, table)
+            plan = common.plan(conn, reader.stream, table)
         columns = plan.columns
         kinds = [arrow_type(c) for c in columns]
         schema = pa.schema([pa.field(c.name, k[0]) for c, k in zip(columns, kinds, strict=True)])
         with spool.spooled() as raw, spool.spooled() as batches:
             parse_start = time.perf_counter()
-            exact = _spool_input(reader, raw)
+            exact = _spool_input(reader.stream, raw)
             rows = 0
             if not exact:
                 try:
@@ -201,7 +201,10 @@ class ArrowAdbc(Strategy):
                     pending[i].append(None if value is None else adapt(value))
                 except ValueError as exc:
                     raise LabError(
-                        str(exc), code="bad_csv", status=422, line=line_map.line(row),
+                        str(exc),
+                        code="bad_csv",
+                        status=422,
+                        line=line_map.line(row),
                         column=columns[i].name,
                     ) from None
             if len(pending[0]) == BATCH_ROWS:

@@ -46,7 +46,7 @@ class AsyncpgCopy(Strategy):
         started = time.perf_counter()
         reader = common.CountingReader(source)
         with db.connection() as conn:
-            plan = common.plan(conn, reader, table)
+            plan = common.plan(conn, reader.stream, table)
         rows, in_db, commit_ms = asyncio.run(self._load(reader, plan, db.conninfo, finalize))
         return LoadResult(
             strategy=self.name,
@@ -99,7 +99,9 @@ class AsyncpgCopy(Strategy):
             sqlstate = getattr(exc, "sqlstate", None)
             if is_input_sqlstate(sqlstate):
                 raise input_error(
-                    str(getattr(exc, "message", None) or exc), getattr(exc, "context", None), sqlstate
+                    str(getattr(exc, "message", None) or exc),
+                    getattr(exc, "context", None),
+                    sqlstate,
                 ) from None
             raise
         finally:

@@ -78,7 +78,9 @@ class Connector(Protocol):
         """libpq connection string, for drivers other than psycopg (asyncpg, ADBC)."""
         ...
 
-    def connection(self) -> contextlib.AbstractContextManager[psycopg.Connection[tuple[object, ...]]]:
+    def connection(
+        self,
+    ) -> contextlib.AbstractContextManager[psycopg.Connection[tuple[object, ...]]]:
         """A psycopg connection (not in a transaction) for the duration of the block."""
         ...
 

@@ -58,9 +58,7 @@ def _numeric(value: object) -> bytes:
     if not groups:
         weight, sign = 0, 0
     n = len(groups)
-    return struct.pack(
-        f">ihhHh{n}h", 8 + 2 * n, n, weight, 0x4000 if sign else 0, dscale, *groups
-    )
+    return struct.pack(f">ihhHh{n}h", 8 + 2 * n, n, weight, 0x4000 if sign else 0, dscale, *groups)
 
 
 def _packer(fmt: str) -> Encoder:
@@ -163,9 +161,7 @@ class Encoded:
 BLOCK_ROWS = 2048
 
 
-def encode(
-    source: BinaryIO, columns: Sequence[Column], sinks: Sequence[BinaryIO]
-) -> Encoded:
+def encode(source: BinaryIO, columns: Sequence[Column], sinks: Sequence[BinaryIO]) -> Encoded:
     """Write one binary COPY payload per sink; rows are dealt out in ``BLOCK_ROWS`` blocks.
 
     Row ``r`` goes to sink ``(r // BLOCK_ROWS) % len(sinks)``: ``global_row`` inverts it.

@@ -27,7 +27,7 @@ class Target:
     columns: tuple[Column, ...]
 
     @property
-    def ident(self) -> sql.Composed:
+    def ident(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.table)
 
     def column_list(self, names: list[str] | None = None) -> sql.Composed:
@@ -82,8 +82,12 @@ def match_header(header: list[str], target: Target) -> list[str]:
                 column=name[:80],
             )
         if name in seen:
-            raise LabError(f"column {name!r} appears twice in the header", code="bad_header",
-                           line=1, column=name)
+            raise LabError(
+                f"column {name!r} appears twice in the header",
+                code="bad_header",
+                line=1,
+                column=name,
+            )
         seen.add(name)
     missing = [c.name for c in target.columns if c.name not in seen]
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import psycopg
 
@@ -31,6 +31,11 @@ class CountingReader(io.RawIOBase):
         super().__init__()
         self._source = source
         self.count = 0
+
+    @property
+    def stream(self) -> BinaryIO:
+        """This reader, typed as the binary stream it behaves as."""
+        return cast(BinaryIO, self)
 
     def readable(self) -> bool:
         return True

@@ -24,7 +24,7 @@ def read_header(source: BinaryIO) -> list[str]:
         raw = raw[len(BOM) :]
     if not raw.strip():
         raise LabError("the upload is empty: expected a CSV header line", code="empty", line=1)
-    if len(raw) > MAX_HEADER_BYTES or not raw.endswith(b"\n") and len(raw) == MAX_HEADER_BYTES:
+    if len(raw) > MAX_HEADER_BYTES or (not raw.endswith(b"\n") and len(raw) == MAX_HEADER_BYTES):
         raise LabError("the header line is too long", code="bad_header", line=1)
     try:
         text = raw.decode("utf-8")

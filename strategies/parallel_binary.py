@@ -55,10 +55,10 @@ class ParallelBinary(Strategy):
         reader = common.CountingReader(source)
         n = self.workers
         with db.connection() as conn, contextlib.ExitStack() as stack:
-            plan = common.plan(conn, reader, table)
+            plan = common.plan(conn, reader.stream, table)
             payloads = [stack.enter_context(spool.spooled()) for _ in range(n)]
             parse_start = time.perf_counter()
-            encoded = binary.encode(reader, plan.columns, payloads)
+            encoded = binary.encode(reader.stream, plan.columns, payloads)
             parse_ms = (time.perf_counter() - parse_start) * 1000
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
@@ -119,9 +119,7 @@ class ParallelBinary(Strategy):
         )
 
     @staticmethod
-    def _slice(
-        db: Connector, plan: common.Plan, stage: sql.Identifier, payload: BinaryIO
-    ) -> float:
+    def _slice(db: Connector, plan: common.Plan, stage: sql.Identifier, payload: BinaryIO) -> float:
         """Create one staging table and COPY one slice into it; returns its server start."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             stage, plan.target.column_list(plan.names)

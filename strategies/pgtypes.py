@@ -35,7 +35,8 @@ Converter = Callable[[str], object]
 
 # Type OIDs (pg_type.oid) of the supported column types.
 BOOL, INT8, INT2, INT4, TEXT, FLOAT4, FLOAT8 = 16, 20, 21, 23, 25, 700, 701
-BPCHAR, VARCHAR, DATE, TIMESTAMP, TIMESTAMPTZ, NUMERIC, UUID = 1042, 1043, 1082, 1114, 1184, 1700, 2950
+BPCHAR, VARCHAR, DATE, TIMESTAMP, TIMESTAMPTZ = 1042, 1043, 1082, 1114, 1184
+NUMERIC, UUID = 1700, 2950
 
 TYPE_NAMES = {
     BOOL: "boolean",
@@ -147,7 +148,9 @@ def numeric_converter(type_name: str) -> Converter:
 
 # --- float4/float8: strtod's syntax plus PostgreSQL's spellings of the special values.
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_HEXFLOAT = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?")
+_HEXFLOAT = re.compile(
+    r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?"
+)
 _FLOAT_SPECIAL = {
     "nan": float("nan"),
     "+nan": float("nan"),
@@ -260,7 +263,8 @@ def _parse_datetime(text: str, type_name: str, with_zone: bool, date_only: bool)
     m = _DATETIME.fullmatch(stripped)
     if m is None:
         raise ValueError(
-            f'unsupported {type_name} value "{text[:60]}" (use ISO 8601, e.g. 2024-05-01 12:30:00+02)'
+            f'unsupported {type_name} value "{text[:60]}" '
+            "(use ISO 8601, e.g. 2024-05-01 12:30:00+02)"
         )
     year, month, day = int(m[1]), int(m[2]), int(m[3])
     if year == 0 or not 1 <= month <= 12:
@@ -273,12 +277,7 @@ def _parse_datetime(text: str, type_name: str, with_zone: bool, date_only: bool)
     second = int(m[6]) if m[6] else 0
     # PostgreSQL: fsec = rint(strtod(".ddd") * 1e6); Python's round() is also half-even.
     fsec = round(float(m[7]) * 1_000_000) if m[7] and m[7] != "." else 0
-    if (
-        hour > 24
-        or minute > 59
-        or second > 60
-        or (hour == 24 and (minute or second or fsec))
-    ):
+    if hour > 24 or minute > 59 or second > 60 or (hour == 24 and (minute or second or fsec)):
         raise ValueError(f'date/time field value out of range: "{text[:60]}"')
     offset = 0
     if m[9]:
@@ -362,4 +361,3 @@ def converter(column: Column) -> Converter:
         status=422,
         column=column.name,
     )
-

@@ -19,7 +19,9 @@ from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 
 
-def copy_spool(cur: psycopg.Cursor[tuple[object, ...]], statement: sql.Composable, data: BinaryIO) -> int:
+def copy_spool(
+    cur: psycopg.Cursor[tuple[object, ...]], statement: sql.Composed, data: BinaryIO
+) -> int:
     """Send a spooled payload through ``COPY … FROM STDIN``; returns the row count."""
     data.seek(0)
     with cur.copy(statement) as copy:
@@ -39,9 +41,9 @@ class PsycopgBinary(Strategy):
         started = time.perf_counter()
         reader = common.CountingReader(source)
         with db.connection() as conn, spool.spooled() as payload:
-            plan = common.plan(conn, reader, table)
+            plan = common.plan(conn, reader.stream, table)
             parse_start = time.perf_counter()
-            encoded = binary.encode(reader, plan.columns, [payload])
+            encoded = binary.encode(reader.stream, plan.columns, [payload])
             parse_ms = (time.perf_counter() - parse_start) * 1000
             statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
                 plan.target.ident, plan.target.column_list(plan.names)

@@ -31,7 +31,7 @@ class PsycopgText(Strategy):
         started = time.perf_counter()
         reader = common.CountingReader(source)
         with db.connection() as conn:
-            plan = common.plan(conn, reader, table)
+            plan = common.plan(conn, reader.stream, table)
             statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
                 plan.target.ident, plan.target.column_list(plan.names)
             )

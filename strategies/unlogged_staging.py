@@ -36,7 +36,7 @@ class UnloggedStaging(Strategy):
         started = time.perf_counter()
         reader = common.CountingReader(source)
         with db.connection() as conn:
-            plan = common.plan(conn, reader, table)
+            plan = common.plan(conn, reader.stream, table)
             columns = plan.target.column_list(plan.names)
             stage = sql.Identifier(STAGING_SCHEMA, f"stage_{uuid.uuid4().hex}")
             try:
