@@ -7,9 +7,11 @@ numeric(p,s), ``arrow.uuid`` for uuid, timestamp[us, UTC] for timestamptz. The b
 go to a bounded spool as an Arrow IPC stream, so parsing finishes before the transaction
 and memory stays bounded; ADBC then streams them with a binary COPY.
 
-Input pyarrow might read differently from PostgreSQL (CR line ends, NUL bytes, blank
-lines, quotes inside unquoted fields), and any batch it rejects, is parsed instead with
-``csvparse`` — which also locates errors at PostgreSQL's line and column.
+A quick structural scan (``csvparse.regular``) first checks that pyarrow will read the
+input as PostgreSQL does (one line ending, no NUL or invalid UTF-8, no blank lines, no
+quotes inside unquoted fields). When it will not, or pyarrow or a value conversion
+fails, the input is parsed with ``csvparse`` instead, which reads it as PostgreSQL does
+and locates any error at PostgreSQL's line and column.
 
 in_db_ms: from just before the ingest to just after it, on the server's clock, inside
 the load transaction (it includes reading the spooled Arrow batches, not parsing).
@@ -30,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from lab.errors import LabError
-from strategies import binary, common, pgtypes, spool
+from strategies import binary, common, csvparse, pgtypes, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.catalog import Column
 from strategies.pgerrors import input_error, is_input_sqlstate
@@ -40,9 +42,6 @@ from strategies.pgerrors import input_error, is_input_sqlstate
 BATCH_ROWS = 65536
 BLOCK_BYTES = 4 * 1024 * 1024
 
-# Things pyarrow's CSV reader treats differently from PostgreSQL: CR line ends, NUL,
-# blank lines (rows of NULLs for pyarrow), and a quote inside an unquoted field.
-_NEEDS_EXACT = re.compile(rb'[\r\x00]|\n\n|[^,\r\n"]"[^,\r\n"]')
 _UNIX_EPOCH_USECS = pgtypes.days_from_civil(1970, 1, 1) * pgtypes.USECS_PER_DAY
 _UNIX_EPOCH_DAYS = pgtypes.days_from_civil(1970, 1, 1)
 
@@ -133,7 +132,7 @@ class ArrowAdbc(Strategy):
         schema = pa.schema([pa.field(c.name, k[0]) for c, k in zip(columns, kinds, strict=True)])
         with spool.spooled() as raw, spool.spooled() as batches:
             parse_start = time.perf_counter()
-            exact = _spool_input(reader.stream, raw)
+            exact = _spool_input(reader.stream, raw, len(columns))
             rows = 0
             if not exact:
                 try:
@@ -285,15 +284,12 @@ def _first(row: Any) -> Any:
     return row[0]
 
 
-def _spool_input(reader: BinaryIO, raw: BinaryIO) -> bool:
-    """Copy the upload to ``raw``; True when it holds something only csvparse reads right."""
-    exact = False
-    previous = b"\n"  # the header's line end: a blank first data line is a blank line
+def _spool_input(reader: BinaryIO, raw: BinaryIO, width: int) -> bool:
+    """Copy the upload to ``raw``; True when only csvparse reads it as PostgreSQL does."""
     while chunk := reader.read(BLOCK_BYTES):
         raw.write(chunk)
-        if not exact:
-            exact = bool(_NEEDS_EXACT.search(previous[-2:] + chunk))
-        previous = chunk
+    raw.seek(0)
+    exact = not csvparse.regular(raw, width)
     raw.seek(0)
     return exact
 

@@ -74,6 +74,46 @@ def records(source: BinaryIO, *, first_line: int = 1) -> Iterator[tuple[int, Rec
 
     ``first_line`` is the number of the line already consumed (the header).
     """
+    for line, body in bodies(source, first_line=first_line):
+        yield line, split_fields(body)
+
+
+_PLAIN_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+
+
+def regular(source: BinaryIO, width: int) -> bool:
+    """True when ``source`` is CSV that plainer readers (pyarrow's) read as PostgreSQL does.
+
+    That is: no error, every record has ``width`` fields, one line ending throughout, and
+    every field is either unquoted or one quoted segment. Reads the stream to its end.
+    """
+    try:
+        for _line, body in bodies(source):
+            if '"' not in body:
+                if body.count(",") + 1 != width:
+                    return False
+                continue
+            fields = 0
+            pos = 0
+            while True:
+                m = _FIELD.match(body, pos)
+                assert m is not None
+                raw = m[0]
+                if '"' in raw and not _PLAIN_QUOTED.fullmatch(raw):
+                    return False
+                fields += 1
+                pos = m.end() + 1
+                if pos > len(body):
+                    break
+            if fields != width:
+                return False
+    except LabError:
+        return False
+    return True
+
+
+def bodies(source: BinaryIO, *, first_line: int = 1) -> Iterator[tuple[int, str]]:
+    """Yield ``(line, body)`` per record: the record's text without its line ending."""
     decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
     buf = ""
     line = first_line
@@ -125,7 +165,7 @@ def records(source: BinaryIO, *, first_line: int = 1) -> Iterator[tuple[int, Rec
                         line,
                     )
             pos = end + len(term)
-            yield line, split_fields(body)
+            yield line, body
         buf = buf[pos:]
     if buf:
         raise bad_csv("unterminated CSV quoted field", line)
