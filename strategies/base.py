@@ -11,7 +11,9 @@ Rules every strategy follows (the round-trip tests hold all of them to these):
 * **Errors.** Bad input raises ``LabError`` with ``line``, ``column`` (the column name,
   when known) and a short reason. ``line`` counts the way PostgreSQL's COPY does: the
   header is line 1, each record adds one, and each line break inside a quoted field adds
-  one more (so a record spanning physical lines is numbered by its last line).
+  one more (so a record spanning physical lines is numbered by its last line) — except,
+  as in PostgreSQL, ``\n`` breaks inside the very first data record, read before the
+  line ending is known.
 * **Identifiers** are composed with ``psycopg.sql``, never by string formatting.
 * **Timings** (all milliseconds; see ``Timings``).
 """

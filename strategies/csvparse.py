@@ -8,7 +8,9 @@ client-side strategies accept, reject and number exactly what the server would:
 * A field is any mix of unquoted text and quoted segments (``""`` inside quotes is one
   quote). An unquoted empty field is NULL; ``""`` is the empty string.
 * Line numbers count like the server: the header is line 1, each record adds one, and a
-  line break inside quotes adds one more (so a record is numbered by its last line).
+  line break inside quotes adds one more (so a record is numbered by its last line). Like
+  the server, breaks inside the first record count only if they are ``\r``: its line
+  ending is not known yet while it is read.
 * Invalid UTF-8 and NUL bytes are refused at the line holding them.
 
 Errors are ``LabError`` (code ``bad_csv``; 400 for malformed CSV) with the line and, when
