@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -386,7 +386,8 @@ def test_header_is_checked_before_any_row(name, db, empty):
 
 @pytest.mark.parametrize("name", ALL)
 def test_header_order_is_free(name, db, empty):
-    data = f"category,id,uuid,name,email,amount,quantity,created_at,is_active,score\nc,1,{U},n,,2.5,3,2024-01-01,t,1.5\n"
+    header = "category,id,uuid,name,email,amount,quantity,created_at,is_active,score"
+    data = f"{header}\nc,1,{U},n,,2.5,3,2024-01-01,t,1.5\n"
     strategies.get(name).load(io.BytesIO(data.encode()), "records", db)
     row = empty.execute("SELECT id, category, email, amount FROM ingest.records").fetchone()
     assert row == (1, "c", None, Decimal("2.50"))
@@ -502,6 +503,6 @@ def test_timezone_pin_does_not_leak(db_url):
         assert tz == ("America/New_York",)
         stored = conn.execute("SELECT created_at FROM ingest.records WHERE id = 1").fetchone()
         assert stored is not None
-        assert stored[0] == datetime(2024, 1, 1, tzinfo=timezone.utc)
+        assert stored[0] == datetime(2024, 1, 1, tzinfo=UTC)
         conn.execute("TRUNCATE ingest.records")
         conn.commit()
