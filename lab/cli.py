@@ -16,7 +16,10 @@ from lab.errors import LabError
 Handler = Callable[[argparse.Namespace], int]
 
 #: Modules with a ``register(subparsers)`` function, in the order shown by ``--help``.
-COMMAND_MODULES = ("lab.commands",)
+COMMAND_MODULES = (
+    "lab.commands",
+    "strategies.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
