@@ -28,37 +28,35 @@ NULL = struct.pack(">i", -1)
 Encoder = Callable[[object], bytes]
 
 
+_NUMERIC_CONTEXT = pgtypes.DECIMAL_CONTEXT
+
+
 def _numeric(value: object) -> bytes:
     """numeric_send's layout: ndigits, weight, sign, dscale, then base-10000 digits."""
     assert isinstance(value, Decimal)
-    if value.is_nan():
-        return struct.pack(">ihhHh", 8, 0, 0, 0xC000, 0)
-    if value.is_infinite():
+    if not value.is_finite():
+        if value.is_nan():
+            return struct.pack(">ihhHh", 8, 0, 0, 0xC000, 0)
         return struct.pack(">ihhHh", 8, 0, 0, 0xF000 if value < 0 else 0xD000, 0)
-    sign, digit_tuple, exponent = value.as_tuple()
+    exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)
-    digits = "".join(map(str, digit_tuple))
     dscale = max(0, -exponent)
-    if exponent > 0:
-        digits += "0" * exponent
-        exponent = 0
-    frac_len = -exponent
-    pad_right = -frac_len % 4
-    digits += "0" * pad_right
-    int_len = len(digits) - frac_len - pad_right
-    pad_left = -int_len % 4
-    digits = "0" * pad_left + digits
-    groups = [int(digits[i : i + 4]) for i in range(0, len(digits), 4)]
-    weight = (int_len + pad_left) // 4 - 1
-    while groups and groups[0] == 0:
-        groups.pop(0)
-        weight -= 1
+    frac_groups = -(-dscale // 4)
+    # The magnitude as an integer of whole base-10000 groups, fraction included.
+    n = int(abs(value).scaleb(frac_groups * 4, context=_NUMERIC_CONTEXT))
+    groups: list[int] = []
+    while n:
+        n, group = divmod(n, 10000)
+        groups.append(group)
+    weight = len(groups) - frac_groups - 1
+    groups.reverse()  # most significant first; leading zero groups cannot occur
     while groups and groups[-1] == 0:
         groups.pop()
     if not groups:
-        weight, sign = 0, 0
-    n = len(groups)
-    return struct.pack(f">ihhHh{n}h", 8 + 2 * n, n, weight, 0x4000 if sign else 0, dscale, *groups)
+        return struct.pack(">ihhHh", 8, 0, 0, 0, dscale)
+    count = len(groups)
+    sign = 0x4000 if value < 0 else 0
+    return struct.pack(f">ihhHh{count}h", 8 + 2 * count, count, weight, sign, dscale, *groups)
 
 
 def _packer(fmt: str) -> Encoder:
@@ -114,34 +112,60 @@ class LineMap:
         return row + 2 if i < 0 else self.lines[i] + row - self.rows[i]
 
 
+def convert_row(
+    line: int, fields: csvparse.Record, converters: Sequence[pgtypes.Converter], names: list[str]
+) -> list[object]:
+    """One record's values, or the LabError the server would raise for it."""
+    width = len(names)
+    if len(fields) > width:
+        raise csvparse.bad_csv("extra data after last expected column", line)
+    values: list[object] = []
+    try:
+        for convert, text in zip(converters, fields, strict=False):
+            values.append(None if text is None else convert(text))
+    except ValueError as exc:
+        name = names[len(values)]
+        raise LabError(str(exc), code="bad_csv", status=422, line=line, column=name) from None
+    if len(fields) < width:
+        missing = names[len(fields)]
+        raise csvparse.bad_csv(f'missing data for column "{missing}"', line, missing)
+    return values
+
+
 def typed_rows(
     source: BinaryIO, columns: Sequence[Column], line_map: LineMap | None = None
 ) -> Iterator[list[object]]:
     """Converted values of each record of ``source`` (after the header), in header order."""
     converters = [pgtypes.converter(c) for c in columns]
     names = [c.name for c in columns]
-    width = len(columns)
-    plan = list(zip(converters, names, strict=True))
     for row, (line, fields) in enumerate(csvparse.records(source)):
         if line_map is not None:
             line_map.note(row, line)
-        if len(fields) != width:
-            if len(fields) > width:
-                raise csvparse.bad_csv("extra data after last expected column", line)
-            plan_short = plan[: len(fields)]
-        else:
-            plan_short = plan
-        values: list[object] = []
-        try:
-            for (convert, _name), text in zip(plan_short, fields, strict=True):
-                values.append(None if text is None else convert(text))
-        except ValueError as exc:
-            name = names[len(values)]
-            raise LabError(str(exc), code="bad_csv", status=422, line=line, column=name) from None
-        if len(fields) < width:
-            missing = names[len(fields)]
-            raise csvparse.bad_csv(f'missing data for column "{missing}"', line, missing)
-        yield values
+        yield convert_row(line, fields, converters, names)
+
+
+FieldEncoder = Callable[[str | None], bytes]
+
+
+def field_encoder(column: Column) -> FieldEncoder:
+    """Field text (or None) straight to its binary COPY field: convert, then encode."""
+    convert = pgtypes.converter(column)
+    encode_value = encoder(column)
+    if encode_value is _text:
+        pack = struct.Struct(">i").pack
+
+        def text_field(text: str | None) -> bytes:
+            if text is None:
+                return NULL
+            data = text.encode()
+            return pack(len(data)) + data
+
+        return text_field
+
+    def field(text: str | None) -> bytes:
+        return NULL if text is None else encode_value(convert(text))
+
+    return field
 
 
 @dataclass
@@ -166,8 +190,11 @@ def encode(source: BinaryIO, columns: Sequence[Column], sinks: Sequence[BinaryIO
 
     Row ``r`` goes to sink ``(r // BLOCK_ROWS) % len(sinks)``: ``global_row`` inverts it.
     """
-    encoders = [encoder(c) for c in columns]
-    count = struct.pack(">h", len(columns))
+    fields_out = [field_encoder(c) for c in columns]
+    converters = [pgtypes.converter(c) for c in columns]
+    names = [c.name for c in columns]
+    width = len(columns)
+    count = struct.pack(">h", width)
     line_map = LineMap()
     per_sink = [0] * len(sinks)
     for sink in sinks:
@@ -175,9 +202,16 @@ def encode(source: BinaryIO, columns: Sequence[Column], sinks: Sequence[BinaryIO
     batch: list[bytes] = []
     sink_index = 0
     in_block = 0
-    for values in typed_rows(source, columns, line_map):
-        batch.append(count)
-        batch.extend(NULL if v is None else enc(v) for enc, v in zip(encoders, values, strict=True))
+    for row, (line, fields) in enumerate(csvparse.records(source)):
+        line_map.note(row, line)
+        try:
+            if len(fields) != width:
+                raise ValueError("field count")
+            batch.append(count)
+            batch.extend([f(text) for f, text in zip(fields_out, fields, strict=True)])
+        except ValueError:
+            convert_row(line, fields, converters, names)  # raises the located LabError
+            raise  # unreachable: the row converted cleanly the second time
         in_block += 1
         if in_block == BLOCK_ROWS:
             sinks[sink_index].write(b"".join(batch))

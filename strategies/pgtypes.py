@@ -73,6 +73,11 @@ _INT = re.compile(
 
 
 def _parse_int(text: str, type_name: str, lo: int, hi: int) -> int:
+    if text.isdigit() and text.isascii():  # the common case: plain decimal digits
+        value = int(text)
+        if value > hi:
+            raise ValueError(f'value "{text[:60]}" is out of range for type {type_name}')
+        return value
     m = _INT.fullmatch(text.strip(_WS))
     if m is None:
         raise _bad_syntax(type_name, text)
@@ -110,7 +115,7 @@ _NUMERIC_SPECIAL = {
     "-inf": Decimal("-Infinity"),
 }
 # Wide enough for any numeric PostgreSQL stores (131072 digits before the point).
-_DECIMAL_CONTEXT = Context(prec=140000, rounding=ROUND_HALF_UP, Emax=999999, Emin=-999999)
+DECIMAL_CONTEXT = Context(prec=140000, rounding=ROUND_HALF_UP, Emax=999999, Emin=-999999)
 _TYPMOD = re.compile(r"numeric\((\d+),(-?\d+)\)")
 
 
@@ -138,7 +143,7 @@ def numeric_converter(type_name: str) -> Converter:
             raise ValueError("value overflows numeric format")
         if precision is None or quantum is None or scale is None:
             return value
-        value = value.quantize(quantum, context=_DECIMAL_CONTEXT)
+        value = value.quantize(quantum, context=DECIMAL_CONTEXT)
         if value != 0 and value.adjusted() >= precision - scale:
             raise ValueError("numeric field overflow")
         return value
@@ -197,22 +202,18 @@ def float_converter(type_name: str, single: bool) -> Converter:
 
 
 # --- boolean: any unique prefix of true/false/yes/no, on/off (two letters at least), 1/0.
-_TRUE_WORDS = ("true", "yes")
-_FALSE_WORDS = ("false", "no")
+_BOOL_WORDS: dict[str, bool] = {"1": True, "0": False, "on": True, "of": False, "off": False}
+for _word, _value in (("true", True), ("yes", True), ("false", False), ("no", False)):
+    _BOOL_WORDS.update({_word[:n]: _value for n in range(1, len(_word) + 1)})
 
 
 def parse_bool(text: str) -> object:
-    s = text.strip(_WS).lower()
-    if s:
-        if s in ("1", "on"):
-            return True
-        if s in ("0", "of", "off"):
-            return False
-        if any(word.startswith(s) for word in _TRUE_WORDS):
-            return True
-        if any(word.startswith(s) for word in _FALSE_WORDS):
-            return False
-    raise _bad_syntax("boolean", text)
+    value = _BOOL_WORDS.get(text)
+    if value is None:
+        value = _BOOL_WORDS.get(text.strip(_WS).lower())
+        if value is None:
+            raise _bad_syntax("boolean", text)
+    return value
 
 
 # --- uuid: 32 hex digits, an optional '-' after any group of four, optional braces.
