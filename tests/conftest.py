@@ -55,7 +55,9 @@ def _with_dbname(url: str, dbname: str) -> str:
 def fresh_database(admin_url: str, name: str) -> str:
     """Create (or recreate) database ``name``, migrate it, return its URL."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = _with_dbname(admin_url, name)
     migrate(url, MIGRATIONS)
@@ -69,7 +71,9 @@ def db_url(admin_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     url = fresh_database(admin_url, name)
     yield url
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
