@@ -14,7 +14,8 @@ fails, the input is parsed with ``csvparse`` instead, which reads it as PostgreS
 and locates any error at PostgreSQL's line and column.
 
 in_db_ms: from just before the ingest to just after it, on the server's clock, inside
-the load transaction (it includes reading the spooled Arrow batches, not parsing).
+the load transaction: the driver's lookups (current schema, the target's columns), reading
+the spooled Arrow batches and the binary COPY; not the parsing.
 Values Arrow cannot carry (numeric NaN, infinite dates and timestamps) are refused.
 """
 
