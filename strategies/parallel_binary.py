@@ -54,8 +54,10 @@ class ParallelBinary(Strategy):
         started = time.perf_counter()
         reader = common.CountingReader(source)
         n = self.workers
-        with db.connection() as conn, contextlib.ExitStack() as stack:
+        with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
+        # The parse holds no connection: a pool serves other loads meanwhile.
+        with contextlib.ExitStack() as stack:
             payloads = [stack.enter_context(spool.spooled()) for _ in range(n)]
             parse_start = time.perf_counter()
             encoded = binary.encode(reader.stream, plan.columns, payloads)
@@ -63,6 +65,7 @@ class ParallelBinary(Strategy):
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
             columns = plan.target.column_list(plan.names)
+            loaded = False
             try:
                 with ThreadPoolExecutor(max_workers=n) as pool:
                     futures = [
@@ -83,6 +86,7 @@ class ParallelBinary(Strategy):
                             ),
                         ) from None
                     raise error
+                conn = stack.enter_context(db.connection())
                 with conn.transaction():
                     common.pin_session(conn)
                     moved = conn.execute(
@@ -99,12 +103,15 @@ class ParallelBinary(Strategy):
                         conn.execute(finalize(rows).encode())
                     commit_start = time.perf_counter()
                 commit_ms = (time.perf_counter() - commit_start) * 1000
+                loaded = True
             except psycopg.Error as exc:
                 if is_input_error(exc):
                     raise copy_error(exc) from None
                 raise
             finally:
-                self._drop(conn, stages)
+                if not loaded:  # on success the final transaction dropped them
+                    with db.connection() as cleanup:
+                        self._drop(cleanup, stages)
         return LoadResult(
             strategy=self.name,
             table=table,

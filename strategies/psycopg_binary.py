@@ -8,6 +8,7 @@ that client-side work; it grows with the input, the in-DB time does not wait for
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import BinaryIO, ClassVar
 
@@ -40,14 +41,17 @@ class PsycopgBinary(Strategy):
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        with db.connection() as conn, spool.spooled() as payload:
+        with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
+        # The parse holds no connection: a pool serves other loads meanwhile.
+        with spool.spooled() as payload, contextlib.ExitStack() as stack:
             parse_start = time.perf_counter()
             encoded = binary.encode(reader.stream, plan.columns, [payload])
             parse_ms = (time.perf_counter() - parse_start) * 1000
             statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
                 plan.target.ident, plan.target.column_list(plan.names)
             )
+            conn = stack.enter_context(db.connection())
             try:
                 with conn.transaction():
                     common.pin_session(conn)
