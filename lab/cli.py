@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "service.cli",
     "experiments.cli",
     "experiments.load_cli",
+    "strategies.cli",
 )
 
 

@@ -27,6 +27,7 @@ ENV_PORT = "LAB_PORT"
 ENV_SOCKET = "LAB_SOCKET"
 ENV_WORKERS = "LAB_WORKERS"
 ENV_THREADS = "LAB_THREADS"
+ENV_PARALLEL_WORKERS = "LAB_PARALLEL_WORKERS"
 
 ALL_ENV_VARS = (
     ENV_DATABASE_URL,
@@ -46,6 +47,7 @@ ALL_ENV_VARS = (
     ENV_SOCKET,
     ENV_WORKERS,
     ENV_THREADS,
+    ENV_PARALLEL_WORKERS,
 )
 
 
@@ -82,6 +84,8 @@ class Settings:
     socket: str = ""  # Unix socket path for nginx; empty: TCP only
     workers: int = 0  # 0: one per CPU core
     threads: int = 4
+    #: Connections of the parallel-binary strategy; 0 means one per CPU core.
+    parallel_workers: int = 0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -105,4 +109,5 @@ class Settings:
             socket=env.get(ENV_SOCKET, cls.socket),
             workers=_int(env, ENV_WORKERS, cls.workers),
             threads=_int(env, ENV_THREADS, cls.threads),
+            parallel_workers=_int(env, ENV_PARALLEL_WORKERS, cls.parallel_workers),
         )

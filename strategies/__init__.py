@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from lab.errors import LabError
+from strategies.arrow_adbc import ArrowAdbc
+from strategies.asyncpg_copy import AsyncpgCopy
 from strategies.base import Strategy
+from strategies.parallel_binary import ParallelBinary
+from strategies.psycopg_binary import PsycopgBinary
 from strategies.psycopg_text import PsycopgText
+from strategies.unlogged_staging import UnloggedStaging
 
 #: name → strategy class. The service, the tests and the experiments all read this.
 REGISTRY: dict[str, type[Strategy]] = {
     PsycopgText.name: PsycopgText,
+    PsycopgBinary.name: PsycopgBinary,
+    AsyncpgCopy.name: AsyncpgCopy,
+    UnloggedStaging.name: UnloggedStaging,
+    ParallelBinary.name: ParallelBinary,
+    ArrowAdbc.name: ArrowAdbc,
 }
 
 

@@ -9,9 +9,11 @@ Rules every strategy follows (the round-trip tests hold all of them to these):
   field is NULL; a *quoted* empty field ``""`` is the empty string.
 * **Atomic.** All rows land or none: any failure rolls back and leaves the table as it was.
 * **Errors.** Bad input raises ``LabError`` with ``line``, ``column`` (the column name,
-  when known) and a short reason. ``line`` counts CSV records the way PostgreSQL's COPY
-  does: the header is line 1, and a quoted field spanning several physical lines still
-  counts as one line.
+  when known) and a short reason. ``line`` counts the way PostgreSQL's COPY does: the
+  header is line 1, each record adds one, and each line break inside a quoted field adds
+  one more (so a record spanning physical lines is numbered by its last line) — except,
+  as in PostgreSQL, ``\n`` breaks inside the very first data record, read before the
+  line ending is known.
 * **Identifiers** are composed with ``psycopg.sql``, never by string formatting.
 * **Timings** (all milliseconds; see ``Timings``).
 """
@@ -65,6 +67,9 @@ class LoadResult:
     rows: int
     bytes: int
     timings: Timings
+    #: Optional break-down of ``in_db_ms`` into named steps (e.g. staging copy, then move),
+    #: in milliseconds, in the order they ran.
+    steps: tuple[tuple[str, float], ...] = ()
 
 
 class Connector(Protocol):

@@ -12,21 +12,12 @@ from typing import BinaryIO, ClassVar
 import psycopg
 from psycopg import sql
 
-from strategies import catalog
+from strategies import common
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
-from strategies.header import read_header
+from strategies.common import CHUNK_BYTES, server_clock_ms
 from strategies.pgerrors import copy_error, is_input_error
 
-# 128 KiB reads: below ~32 KiB the per-write overhead shows in the in-DB time; above
-# 1 MiB nothing more is gained and each worker holds more memory per upload.
-CHUNK_BYTES = 128 * 1024
-
-
-def server_clock_ms(conn: psycopg.Connection[tuple[object, ...]]) -> float:
-    """The server's wall clock in milliseconds (``clock_timestamp()``, not the txn start)."""
-    row = conn.execute("SELECT extract(epoch FROM clock_timestamp()) * 1000").fetchone()
-    assert row is not None
-    return float(row[0])  # type: ignore[arg-type]
+__all__ = ["CHUNK_BYTES", "PsycopgText", "server_clock_ms"]
 
 
 class PsycopgText(Strategy):
@@ -38,20 +29,19 @@ class PsycopgText(Strategy):
         self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
     ) -> LoadResult:
         started = time.perf_counter()
+        reader = common.CountingReader(source)
         with db.connection() as conn:
-            target = catalog.resolve(conn, table)
-            columns = catalog.match_header(read_header(source), target)
+            plan = common.plan(conn, reader.stream, table)
             statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                target.ident, target.column_list(columns)
+                plan.target.ident, plan.target.column_list(plan.names)
             )
-            nbytes = source.tell() if source.seekable() else 0
             try:
                 with conn.transaction():
+                    common.pin_session(conn)
                     t0 = server_clock_ms(conn)
                     with conn.cursor() as cur:
                         with cur.copy(statement) as copy:
-                            while chunk := source.read(CHUNK_BYTES):
-                                nbytes += len(chunk)
+                            while chunk := reader.read(CHUNK_BYTES):
                                 copy.write(chunk)
                         rows = cur.rowcount
                     in_db = server_clock_ms(conn) - t0
@@ -67,7 +57,7 @@ class PsycopgText(Strategy):
             strategy=self.name,
             table=table,
             rows=rows,
-            bytes=nbytes,
+            bytes=reader.count,
             timings=Timings(
                 parse_ms=0.0,
                 in_db_ms=in_db,

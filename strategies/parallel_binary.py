@@ -1,0 +1,153 @@
+"""``parallel-binary``: the binary payload split over N connections loading at once.
+
+The CSV is parsed and encoded once (as in psycopg-binary), dealt out in row blocks to N
+spools. Each of N connections creates its own UNLOGGED staging table in ``lab``, COPYs
+its slice in binary and commits. One final transaction then moves every slice into the
+target (``INSERT … SELECT … UNION ALL``), drops the staging tables and runs
+``finalize``: the rows appear all at once or not at all. If any slice fails, nothing
+reaches the target and the staging tables are dropped.
+
+in_db_ms (server clock throughout): from the earliest slice's first statement to the end
+of the final move, before the final COMMIT; it includes the slices' own commits. parse_ms
+is the encode. N comes from the constructor or ``LAB_PARALLEL_WORKERS`` (0 = one per core).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, ClassVar
+
+import psycopg
+from psycopg import sql
+
+from lab.config import Settings
+from lab.errors import LabError
+from strategies import binary, common, spool
+from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
+from strategies.pgerrors import copy_error, is_input_error
+from strategies.psycopg_binary import copy_spool
+from strategies.unlogged_staging import STAGING_SCHEMA
+
+
+def default_workers() -> int:
+    configured = Settings.from_env().parallel_workers
+    return configured if configured > 0 else os.cpu_count() or 1
+
+
+class ParallelBinary(Strategy):
+    name: ClassVar[str] = "parallel-binary"
+    description: ClassVar[str] = "binary COPY split over N connections into staging, then one move"
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers if workers is not None else default_workers()
+        if self.workers < 1:
+            raise LabError("parallel-binary needs at least one worker", code="bad_config")
+
+    def load(
+        self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
+    ) -> LoadResult:
+        started = time.perf_counter()
+        reader = common.CountingReader(source)
+        n = self.workers
+        with db.connection() as conn:
+            plan = common.plan(conn, reader.stream, table)
+        # The parse holds no connection: a pool serves other loads meanwhile.
+        with contextlib.ExitStack() as stack:
+            payloads = [stack.enter_context(spool.spooled()) for _ in range(n)]
+            parse_start = time.perf_counter()
+            encoded = binary.encode(reader.stream, plan.columns, payloads)
+            parse_ms = (time.perf_counter() - parse_start) * 1000
+            prefix = f"stage_{uuid.uuid4().hex}"
+            stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
+            columns = plan.target.column_list(plan.names)
+            loaded = False
+            try:
+                with ThreadPoolExecutor(max_workers=n) as pool:
+                    futures = [
+                        pool.submit(self._slice, db, plan, stages[k], payloads[k]) for k in range(n)
+                    ]
+                    # Wait for every slice before judging, so none is still writing.
+                    outcomes = [(k, f.exception()) for k, f in enumerate(futures)]
+                starts = []
+                for k, error in outcomes:
+                    if error is None:
+                        starts.append(futures[k].result())
+                        continue
+                    if isinstance(error, psycopg.Error) and is_input_error(error):
+                        raise copy_error(
+                            error,
+                            line_of=lambda line, k=k: encoded.line_map.line(  # type: ignore[misc]
+                                binary.global_row(k, line - 1, n)
+                            ),
+                        ) from None
+                    raise error
+                conn = stack.enter_context(db.connection())
+                with conn.transaction():
+                    common.pin_session(conn)
+                    moved = conn.execute(
+                        sql.SQL("INSERT INTO {} ({}) ").format(plan.target.ident, columns)
+                        + sql.SQL(" UNION ALL ").join(
+                            sql.SQL("SELECT {} FROM {}").format(columns, s) for s in stages
+                        )
+                    )
+                    rows = moved.rowcount
+                    end = common.server_clock_ms(conn)
+                    for s in stages:
+                        conn.execute(sql.SQL("DROP TABLE {}").format(s))
+                    if finalize is not None:
+                        conn.execute(finalize(rows).encode())
+                    commit_start = time.perf_counter()
+                commit_ms = (time.perf_counter() - commit_start) * 1000
+                loaded = True
+            except psycopg.Error as exc:
+                if is_input_error(exc):
+                    raise copy_error(exc) from None
+                raise
+            finally:
+                if not loaded:  # on success the final transaction dropped them
+                    with db.connection() as cleanup:
+                        self._drop(cleanup, stages)
+        return LoadResult(
+            strategy=self.name,
+            table=table,
+            rows=rows,
+            bytes=reader.count,
+            timings=Timings(
+                parse_ms=parse_ms,
+                in_db_ms=end - min(starts),
+                commit_ms=commit_ms,
+                total_ms=(time.perf_counter() - started) * 1000,
+            ),
+        )
+
+    @staticmethod
+    def _slice(db: Connector, plan: common.Plan, stage: sql.Identifier, payload: BinaryIO) -> float:
+        """Create one staging table and COPY one slice into it; returns its server start."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            stage, plan.target.column_list(plan.names)
+        )
+        with db.connection() as conn, conn.transaction():
+            common.pin_session(conn)
+            start = common.server_clock_ms(conn)
+            conn.execute(
+                sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                    stage, plan.target.ident
+                )
+            )
+            with conn.cursor() as cur:
+                copy_spool(cur, statement, payload)
+        return start
+
+    @staticmethod
+    def _drop(conn: common.Conn, stages: list[sql.Identifier]) -> None:
+        """Remove whatever staging tables are left (after a failure; no-op on success)."""
+        if conn.closed or conn.broken:
+            return
+        with conn.transaction():
+            for s in stages:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(s))
