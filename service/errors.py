@@ -1,9 +1,10 @@
 """The one place errors become HTTP responses: ``{"error": {code, message, line, column}}``.
 
 ``LabError`` (a user's mistake) keeps its status; an unreachable database is 503 with
-Retry-After; HTTP errors raised by Flask/Werkzeug (404, 405, 413, …) keep their status
-and headers but get the JSON body; anything else is a bug, logged with its traceback and
-answered with a bare 500 that reveals nothing.
+Retry-After; a load cut by ``statement_timeout`` is 504 ``statement_timeout``; a 401 carries
+``WWW-Authenticate: Bearer``; HTTP errors raised by Flask/Werkzeug (404, 405, 413, …) keep
+their status and headers but get the JSON body; anything else is a bug, logged with its
+traceback and answered with a bare 500 that reveals nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ log = logging.getLogger("service")
 
 _HTTP_CODES = {
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     411: "length_required",
@@ -31,11 +34,38 @@ _HTTP_CODES = {
 }
 
 
+def statement_timeout(exc: psycopg.errors.QueryCanceled) -> LabError:
+    reason = (exc.diag.message_primary or "canceling statement").strip()
+    return LabError(
+        f"the database cut the load off ({reason}; LAB_STATEMENT_TIMEOUT_MS); nothing was loaded",
+        code="statement_timeout",
+        status=504,
+    )
+
+
+def public_error(exc: BaseException) -> LabError | None:
+    """What the client is told about ``exc`` (and the ledger records), or None for a bug."""
+    if isinstance(exc, LabError):
+        return exc
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return statement_timeout(exc)
+    if isinstance(exc, PoolTimeout | psycopg.OperationalError):
+        return unavailable(exc)
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        return LabError(
+            exc.description or exc.name, code=_HTTP_CODES.get(status, "http_error"), status=status
+        )
+    return None
+
+
 def error_response(exc: LabError) -> Response:
     response = jsonify(exc.to_dict())
     response.status_code = exc.status
     if exc.status == 503:
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ingest-lab"'
     return response
 
 
@@ -46,6 +76,12 @@ def _lab_error(exc: LabError) -> Response:
 def _db_unavailable(exc: Exception) -> Response:
     error = unavailable(exc)
     log.warning("database unavailable: %s", error.message)
+    return error_response(error)
+
+
+def _query_canceled(exc: psycopg.errors.QueryCanceled) -> Response:
+    error = statement_timeout(exc)
+    log.warning("statement timeout: %s", error.message)
     return error_response(error)
 
 
@@ -75,5 +111,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(LabError, _lab_error)
     app.register_error_handler(PoolTimeout, _db_unavailable)
     app.register_error_handler(psycopg.OperationalError, _db_unavailable)
+    app.register_error_handler(psycopg.errors.QueryCanceled, _query_canceled)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
