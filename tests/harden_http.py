@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -119,3 +120,55 @@ def audit(conn: Any, table: str = "records") -> None:
         (table,),
     ).fetchone()
     assert count(conn, table) == succeeded
+
+
+class SlowUpload:
+    """A raw-socket POST whose body is sent in parts, under the test's control."""
+
+    def __init__(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        path: str = "/upload",
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "text/csv",
+    ) -> None:
+        self.body = body
+        self.sent = 0
+        self.sock = socket.create_connection(address(url), timeout=TIMEOUT_S)
+        lines = [
+            f"POST {path} HTTP/1.1",
+            "Host: test",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def send(self, nbytes: int) -> None:
+        part = self.body[self.sent : self.sent + nbytes]
+        self.sock.sendall(part)
+        self.sent += len(part)
+
+    def finish(self) -> Answer:
+        self.send(len(self.body))
+        return self.answer()
+
+    def answer(self) -> Answer:
+        """Read the whole response (the server closes: Connection: close)."""
+        data = b""
+        while chunk := self.sock.recv(65536):
+            data += chunk
+        self.sock.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return Answer(int(status_line.split()[1]), headers, body)
+
+    def close(self) -> None:
+        self.sock.close()
