@@ -30,7 +30,8 @@ _LEASE = "lab_lease"
 
 def unavailable(exc: BaseException) -> LabError:
     """The user-facing error for 'the database cannot be reached right now'."""
-    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
     return LabError(
         f"the database is unavailable, retry later: {reason}",
         code="db_unavailable",
