@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - gunicorn is a dependency of the servic
     class _BodyParseError(Exception):  # type: ignore[no-redef]
         pass
 
+
 #: Socket reads of 256 KiB. Measured here (28 MB multipart body, parse + SHA-256 + spool,
 #: best of 3, shared 2-core machine): 16 KiB 441 MB/s, 64 KiB 502, 256 KiB 548, 1 MiB
 #: 559. Beyond 256 KiB little is gained, and each upload thread holds one read's worth.
