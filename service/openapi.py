@@ -87,6 +87,17 @@ def _upload_operation(summary: str, with_table: bool) -> dict[str, Any]:
         "responses": {
             "201": {
                 "description": "All rows loaded and committed; the ledger row is 'succeeded'",
+                "headers": {
+                    "Location": {
+                        "description": "The ledger row of this upload",
+                        "schema": {"type": "string"},
+                    },
+                    "Idempotent-Replayed": {
+                        "description": "'true' when this is the stored result of an earlier "
+                        "upload with the same Idempotency-Key, content and table",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    },
+                },
                 "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Upload"}}
                 },

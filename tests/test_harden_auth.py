@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 
 import pytest
 
-from lab.config import Settings
+from lab.config import PROJECT_ROOT, Settings
 from lab.errors import LabError
 from lab.fakedata import csv_bytes
 from service import auth, create_app
@@ -218,3 +221,26 @@ def test_every_configured_token_is_compared(monkeypatch):
         assert len(calls) == len(grants)
         expected = hashlib.sha256(presented.encode()).digest()
         assert (found is not None) == any(g.digest == expected for g in grants)
+
+
+def test_lab_serve_in_production_without_tokens_stops_before_starting_anything(tmp_path):
+    env = {
+        **os.environ,
+        "LAB_MODE": "production",
+        "LAB_AUTH_TOKENS": "",
+        "LAB_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "serve", "--no-nginx"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "LAB_AUTH_TOKENS" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "home").exists()  # no database was started
