@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -73,11 +74,17 @@ class Lease:
     succeeded, should one of them still reach its COMMIT.
     """
 
+    #: A connection idle longer than this is pinged before use: after a database restart
+    #: the first upload then reconnects instead of failing on the dead session. Busy
+    #: connections skip the round trip.
+    PING_AFTER_IDLE_S = 1.0
+
     def __init__(self, url: str, connect_timeout_s: int = 5) -> None:
         self._url = url
         self._timeout = connect_timeout_s
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._lock = threading.Lock()
+        self._used = 0.0
 
     @property
     def conninfo(self) -> str:
@@ -86,6 +93,12 @@ class Lease:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         with self._lock:
+            idle = time.monotonic() - self._used > self.PING_AFTER_IDLE_S
+            if self._conn is not None and not self._conn.closed and idle:
+                try:
+                    self._conn.execute("")
+                except psycopg.Error:
+                    self._conn.close()
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(
                     self._url, autocommit=True, connect_timeout=self._timeout
@@ -97,6 +110,8 @@ class Lease:
                 self._conn.close()
                 self._conn = None
                 raise
+            finally:
+                self._used = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
