@@ -3,6 +3,8 @@ loading again, racing duplicates load once, a different body under a used key is
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -152,3 +154,31 @@ def test_malformed_key_is_400(stack, clean, key):
     answer = upload(stack.http_url, csv_bytes(5), headers={"Idempotency-Key": key})
     assert answer.status == 400 and answer.code == "bad_idempotency_key"
     assert count(clean) == 0
+
+
+def test_a_repeat_waiting_on_an_attempt_that_fails_loads_its_own_copy(stack, clean):
+    """The first attempt's client vanishes mid-body while a repeat waits: the key comes
+    free and the repeat loads the body it kept, once."""
+    key = str(uuid.uuid4())
+    body = csv_bytes(5000, seed=8)
+    first = SlowUpload(stack.http_url, body, headers={"Idempotency-Key": key})
+    try:
+        first.send(len(body) // 2)
+        deadline = time.monotonic() + 30
+        while _rows_with_key(clean, key) != [("loading", None)]:
+            assert time.monotonic() < deadline, "the first attempt never started"
+            time.sleep(0.05)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            repeat = pool.submit(upload, stack.http_url, body, key=key)
+            time.sleep(0.5)
+            assert not repeat.done()
+            first.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            first.close()  # reset: the first attempt fails
+            answer = repeat.result(timeout=60)
+    finally:
+        first.close()
+    assert answer.status == 201, answer.body
+    assert "idempotent-replayed" not in answer.headers
+    assert count(clean) == 5000
+    assert _rows_with_key(clean, key) == [("failed", None), ("succeeded", 5000)]
+    audit(clean)
