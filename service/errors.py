@@ -34,13 +34,19 @@ _HTTP_CODES = {
 }
 
 
-def statement_timeout(exc: psycopg.errors.QueryCanceled) -> LabError:
-    reason = (exc.diag.message_primary or "canceling statement").strip()
+def statement_timeout(reason: str) -> LabError:
     return LabError(
-        f"the database cut the load off ({reason}; LAB_STATEMENT_TIMEOUT_MS); nothing was loaded",
+        f"the database cut the load off ({reason.strip() or 'canceling statement'}; "
+        "LAB_STATEMENT_TIMEOUT_MS); nothing was loaded",
         code="statement_timeout",
         status=504,
     )
+
+
+#: SQLSTATE classes meaning "the database is not there for us right now": connection
+#: exceptions, operator intervention (shutdown, restart), insufficient resources. Used for
+#: drivers other than psycopg (asyncpg, ADBC), whose errors carry a ``sqlstate``.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
 
 
 def public_error(exc: BaseException) -> LabError | None:
@@ -48,9 +54,15 @@ def public_error(exc: BaseException) -> LabError | None:
     if isinstance(exc, LabError):
         return exc
     if isinstance(exc, psycopg.errors.QueryCanceled):
-        return statement_timeout(exc)
+        return statement_timeout(exc.diag.message_primary or "")
     if isinstance(exc, PoolTimeout | psycopg.OperationalError):
         return unavailable(exc)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        if sqlstate == "57014":
+            return statement_timeout(str(exc).splitlines()[0] if str(exc) else "")
+        if sqlstate[:2] in _UNAVAILABLE_CLASSES or sqlstate == "55000":
+            return unavailable(exc)
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         return LabError(
@@ -80,7 +92,7 @@ def _db_unavailable(exc: Exception) -> Response:
 
 
 def _query_canceled(exc: psycopg.errors.QueryCanceled) -> Response:
-    error = statement_timeout(exc)
+    error = statement_timeout(exc.diag.message_primary or "")
     log.warning("statement timeout: %s", error.message)
     return error_response(error)
 
@@ -100,6 +112,10 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: Exception) -> Response:
+    known = public_error(exc)  # e.g. another driver's "connection lost" or timeout
+    if known is not None:
+        log.warning("%s: %s", known.code, known.message)
+        return error_response(known)
     log.exception("unhandled error")
     body = LabError("internal error; the upload was not stored", code="internal_error").to_dict()
     response = jsonify(body)

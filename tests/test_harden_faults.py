@@ -22,6 +22,7 @@ import pytest
 import strategies
 from lab.cluster import EmbeddedCluster
 from lab.fakedata import csv_bytes
+from service.errors import public_error
 from service.stack import running_stack
 from tests.conftest import cluster_home, fresh_database
 from tests.harden_http import SlowUpload, address, audit, count, multipart, request, upload
@@ -277,3 +278,20 @@ def test_postgres_restarted_mid_upload(own_cluster, tmp_path):
             assert [st for st, _ in statuses(conn)] == ["failed", "succeeded", "succeeded"]
             assert count(conn) == 200
             audit(conn)
+
+
+def test_other_drivers_faults_map_like_psycopgs():
+    """Strategies on asyncpg or ADBC raise their driver's errors; by SQLSTATE they get the
+    same answers as psycopg's (504 timeout, 503 unavailable), never a 500."""
+    exceptions = pytest.importorskip("asyncpg.exceptions")
+    cases = [
+        (exceptions.QueryCanceledError("canceling statement due to statement timeout"), 504),
+        (exceptions.AdminShutdownError("terminating connection due to administrator"), 503),
+        (exceptions.ConnectionDoesNotExistError("connection was closed"), 503),
+        (exceptions.TooManyConnectionsError("too many clients already"), 503),
+    ]
+    for exc, status in cases:
+        error = public_error(exc)
+        assert error is not None and error.status == status, exc
+        assert error.code == ("statement_timeout" if status == 504 else "db_unavailable")
+    assert public_error(exceptions.UniqueViolationError("duplicate key")) is None
