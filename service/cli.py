@@ -13,6 +13,7 @@ import psutil
 
 from lab.config import ENV_PORT, Settings
 from lab.database import resolve_url
+from service.auth import policy
 from service.stack import running_stack
 from service.tls import ensure_certificate
 
@@ -45,6 +46,7 @@ def tls_command(args: argparse.Namespace) -> int:
 
 def serve_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    policy(settings)  # a production service without tokens stops here, before anything runs
     url = resolve_url(settings)  # starts the embedded cluster unless DATABASE_URL is set
     # Ctrl-C and SIGTERM (e.g. from a process manager) stop the stack; SIGINT is set
     # explicitly because a shell starting us in the background leaves it ignored.

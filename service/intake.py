@@ -19,8 +19,17 @@ from typing import IO, BinaryIO
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
 from streaming_form_data.targets import BaseTarget
+from werkzeug.exceptions import ClientDisconnected
 
 from lab.errors import LabError
+
+try:  # what gunicorn raises for a broken chunked body; other servers raise OSError
+    from gunicorn.http.errors import ParseException as _BodyParseError
+except ImportError:  # pragma: no cover - gunicorn is a dependency of the service
+
+    class _BodyParseError(Exception):  # type: ignore[no-redef]
+        pass
+
 
 #: Socket reads of 256 KiB. Measured here (28 MB multipart body, parse + SHA-256 + spool,
 #: best of 3, shared 2-core machine): 16 KiB 441 MB/s, 64 KiB 502, 256 KiB 548, 1 MiB
@@ -30,6 +39,18 @@ READ_BYTES = 256 * 1024
 FILE_FIELD = "file"
 MULTIPART = "multipart/form-data"
 CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
+
+
+def read_body(stream: IO[bytes], size: int) -> bytes:
+    """``stream.read(size)``; a body the client broke off (reset connection, a chunked body
+    cut mid-chunk) is the client's failure: 400 ``incomplete_body``, never a 500."""
+    try:
+        return stream.read(size)
+    except (OSError, _BodyParseError, ClientDisconnected) as exc:
+        raise LabError(
+            f"the request body broke off ({type(exc).__name__}); nothing was loaded",
+            code="incomplete_body",
+        ) from None
 
 
 def too_large(limit: int) -> LabError:
@@ -64,7 +85,7 @@ class _RawBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._stream.read(len(buffer))
+        data = read_body(self._stream, len(buffer))
         n = len(data)
         if n:
             self._digest.update(data)
@@ -143,7 +164,7 @@ def spool_multipart(
             parser = StreamingFormDataParser(headers={"Content-Type": content_type})
             parser.register(FILE_FIELD, target)
             received = 0
-            while chunk := stream.read(READ_BYTES):
+            while chunk := read_body(stream, READ_BYTES):
                 received += len(chunk)
                 # The envelope (boundaries, other fields) counts against the limit too.
                 if received > limit + 64 * 1024:

@@ -11,17 +11,23 @@ import strategies
 bp = Blueprint("openapi", __name__)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+#: Bearer token, or none at all: development mode without tokens is open.
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
 
 def _errors(*codes: int) -> dict[str, Any]:
     reasons = {
         400: "Bad input (unknown strategy, malformed body, bad CSV) with line and column",
+        401: "No valid bearer token (WWW-Authenticate: Bearer)",
+        403: "The bearer token has no access to this table",
         404: "Unknown table or upload",
         405: "Method not allowed",
         413: "Body over the size limit",
+        409: "Idempotency-Key already used for other content or table, or still loading",
         415: "Content type is neither multipart/form-data nor text/csv",
         422: "CSV values the table rejects, with line and column; nothing was inserted",
         503: "Database unavailable (Retry-After) or migrations not applied",
+        504: "The load ran into the database's statement_timeout; nothing was inserted",
     }
     return {
         str(code): {
@@ -40,7 +46,15 @@ def _upload_operation(summary: str, with_table: bool) -> dict[str, Any]:
             "required": False,
             "description": "Insert strategy (default from LAB_STRATEGY)",
             "schema": {"type": "string", "enum": strategies.names()},
-        }
+        },
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Repeating a key with the same content and table replays the first "
+            "result (201, Idempotent-Replayed: true) instead of loading again",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
     ]
     if with_table:
         parameters.insert(
@@ -55,6 +69,7 @@ def _upload_operation(summary: str, with_table: bool) -> dict[str, Any]:
         )
     return {
         "summary": summary,
+        "security": _SECURED,
         "parameters": parameters,
         "requestBody": {
             "required": True,
@@ -72,11 +87,22 @@ def _upload_operation(summary: str, with_table: bool) -> dict[str, Any]:
         "responses": {
             "201": {
                 "description": "All rows loaded and committed; the ledger row is 'succeeded'",
+                "headers": {
+                    "Location": {
+                        "description": "The ledger row of this upload",
+                        "schema": {"type": "string"},
+                    },
+                    "Idempotent-Replayed": {
+                        "description": "'true' when this is the stored result of an earlier "
+                        "upload with the same Idempotency-Key, content and table",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    },
+                },
                 "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Upload"}}
                 },
             },
-            **_errors(400, 404, 413, 415, 422, 503),
+            **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503, 504),
         },
     }
 
@@ -101,6 +127,7 @@ def spec() -> dict[str, Any]:
             "/uploads/{upload_id}": {
                 "get": {
                     "summary": "The ledger row of one upload",
+                    "security": _SECURED,
                     "parameters": [
                         {
                             "name": "upload_id",
@@ -118,7 +145,7 @@ def spec() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(404, 503),
+                        **_errors(401, 403, 404, 503),
                     },
                 }
             },
@@ -142,6 +169,14 @@ def spec() -> dict[str, Any]:
             },
         },
         "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A token from LAB_AUTH_TOKENS; required outside development "
+                    "mode or whenever tokens are configured",
+                }
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -203,7 +238,7 @@ def spec() -> dict[str, Any]:
                         "finished_at": {"type": ["string", "null"]},
                     },
                 },
-            }
+            },
         },
     }
 
