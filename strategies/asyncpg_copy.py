@@ -10,6 +10,7 @@ bytes, as for every streaming COPY.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO, ClassVar
@@ -32,7 +33,27 @@ def asyncpg_params(conninfo: str) -> dict[str, Any]:
         out["database"] = params["dbname"]
     if "port" in out:
         out["port"] = int(str(out["port"]))
+    if params.get("sslmode"):
+        out["ssl"] = str(params["sslmode"])  # asyncpg takes libpq's sslmode names
+    settings = _server_settings(str(params.get("options") or ""))
+    if settings:
+        # e.g. the service's statement_timeout, passed as options='-c statement_timeout=…'
+        out["server_settings"] = settings
     return out
+
+
+def _server_settings(options: str) -> dict[str, str]:
+    """libpq ``options`` (``-c name=value`` pairs) as asyncpg's ``server_settings``."""
+    words = shlex.split(options)
+    settings: dict[str, str] = {}
+    for i, word in enumerate(words):
+        pair = word[2:] if word.startswith("-c") and len(word) > 2 else None
+        if word == "-c" and i + 1 < len(words):
+            pair = words[i + 1]
+        if pair and "=" in pair:
+            name, _, value = pair.partition("=")
+            settings[name.strip()] = value.strip()
+    return settings
 
 
 class AsyncpgCopy(Strategy):
@@ -72,7 +93,9 @@ class AsyncpgCopy(Strategy):
             while chunk := reader.read(common.CHUNK_BYTES):
                 yield chunk
 
-        conn = await asyncpg.connect(**asyncpg_params(conninfo), server_settings=SESSION_SETTINGS)
+        params = asyncpg_params(conninfo)
+        settings = {**params.pop("server_settings", {}), **SESSION_SETTINGS}
+        conn = await asyncpg.connect(**params, server_settings=settings)
         try:
             tx = conn.transaction()
             await tx.start()

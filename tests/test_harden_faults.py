@@ -170,13 +170,15 @@ def test_worker_sigkilled_mid_copy(stack, db_url, clean, strategy):
 # -- statement_timeout -----------------------------------------------------------------------
 
 
-def test_statement_timeout_is_504_and_loads_nothing(db_url, clean, tmp_path):
+@pytest.mark.parametrize("strategy", ["psycopg-text", "asyncpg-copy"])
+def test_statement_timeout_is_504_and_loads_nothing(db_url, clean, tmp_path, strategy):
     """A COPY that outlives LAB_STATEMENT_TIMEOUT_MS (here: its client pauses) is cancelled
-    by PostgreSQL; the client gets 504 statement_timeout and the attempt is failed."""
+    by PostgreSQL; the client gets 504 statement_timeout and the attempt is failed. The
+    limit reaches every driver (asyncpg takes it from the connection string's options)."""
     env = {"LAB_STATEMENT_TIMEOUT_MS": "300"}
     with running_stack(db_url, workers=1, nginx=False, home=tmp_path, env=env) as s:
         body = csv_bytes(20_000, seed=41)
-        slow = SlowUpload(s.http_url, body)
+        slow = SlowUpload(s.http_url, body, path=f"/upload?strategy={strategy}")
         try:
             slow.send(len(body) // 3)
             wait_for("COPY to run", lambda: copy_running(db_url))
