@@ -109,8 +109,9 @@ def test_dockerfile_is_slim_and_unprivileged():
         assert name in ALL_ENV_VARS
 
 
-def test_docs_compose_commands_match_the_file(compose):
-    docs = (PROJECT_ROOT / "docs" / "service.md").read_text()
+@pytest.mark.parametrize("doc", ["README.md", "docs/service.md"])
+def test_docs_compose_commands_match_the_file(compose, doc):
+    docs = (PROJECT_ROOT / doc).read_text()
     for line in re.findall(r"^\s*(docker compose .+)$", docs, re.MULTILINE):
         for service in re.findall(r"\b(api|db|nginx|web|app)\b", line.split("#")[0]):
             assert service in compose["services"], line
