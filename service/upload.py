@@ -68,6 +68,13 @@ def _check_request(settings: Settings) -> str:
             code="unsupported_media_type",
             status=415,
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise LabError(
+            f"Content-Encoding {encoding[:40]!r} is not supported: send the CSV uncompressed",
+            code="unsupported_encoding",
+            status=415,
+        )
     if request.content_length is not None and request.content_length > (
         settings.max_upload_bytes + (64 * 1024 if kind == "multipart" else 0)
     ):
@@ -126,7 +133,8 @@ def _open_body(
     kind: str, digest: intake.Digest, settings: Settings, *, spool_raw: bool
 ) -> Iterator[BinaryIO]:
     """The CSV stream of this request: the spooled multipart part, or the raw body (read
-    off the socket by streaming strategies, spooled first for the others)."""
+    off the socket by streaming strategies, spooled first for the others); either way
+    checked for compression and with uniform line endings (``intake.csv_body``)."""
     if kind == "multipart":
         spool = intake.spool_multipart(
             request.stream,
@@ -136,16 +144,16 @@ def _open_body(
             spool_bytes=settings.spool_bytes,
         )
         with spool:
-            yield spool
+            yield intake.csv_body(spool)
     else:
         source = intake.raw_source(
             request.stream, digest, settings.max_upload_bytes, request.content_length
         )
         if not spool_raw:
-            yield source
+            yield intake.csv_body(source)
             return
         with intake.spool(source, settings.spool_bytes) as spooled:
-            yield spooled
+            yield intake.csv_body(spooled)
 
 
 def _record_failure(upload_id: uuid.UUID, exc: Exception, digest: intake.Digest) -> None:
