@@ -293,4 +293,4 @@ class _CsvBody(io.RawIOBase):
 
 def csv_body(source: BinaryIO) -> BinaryIO:
     """``source`` checked for compression and with uniform line endings (see ``_CsvBody``)."""
-    return io.BufferedReader(_CsvBody(source), READ_BYTES)  # type: ignore[return-value]
+    return io.BufferedReader(_CsvBody(source), READ_BYTES)

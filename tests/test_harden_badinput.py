@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from badinput_catalog import CASES, Case, U
 from flask import Flask
 
 import strategies
@@ -24,7 +25,6 @@ from lab.config import Settings
 from service import create_app
 from service.db import close_db
 from service.stack import running_stack
-from badinput_catalog import CASES, U, Case
 
 LIMIT = 64 * 1024 * 1024
 BASELINE = [(900_001 + i, f"baseline {i}") for i in range(3)]
