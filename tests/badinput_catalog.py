@@ -383,6 +383,13 @@ CASES: list[Case] = [
         201,
         rows=((1, "n", "c"),),
     ),
+    Case(
+        "cr_only",
+        "classic Mac CR line endings throughout (accepted)",
+        _const(csv(row(1, eol="\r"), row(2, name='"x\ry"', eol="\r"), eol="\r")),
+        201,
+        rows=((1, "n", "c"), (2, "x\ry", "c")),
+    ),
     # -- compressed and spreadsheet-shaped content ------------------------------------
     Case(
         "gzip_raw",
