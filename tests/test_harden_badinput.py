@@ -2,10 +2,10 @@
 strategy: each case gets its documented answer and leaves the database as it was.
 
 Flask's test client runs the whole catalog for every strategy (it is the same WSGI app
-gunicorn serves); a real gunicorn then replays it for one streaming and one buffering
-strategy, so socket reads, chunking and the worker's error handling are covered too.
-The expensive inputs (50 MiB field, 16 MiB line) go through the test client for every
-strategy and through gunicorn once.
+gunicorn serves); a real gunicorn then replays it for every strategy, so socket reads,
+chunking and the worker's error handling are covered too. The expensive inputs (50 MiB
+field, 16 MiB line, 1 MiB header) go through the test client for every strategy and
+through gunicorn for the first one only.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def test_catalog_through_the_app(app: Flask, conn: Conn, case: Case, strategy: s
 
 # -- the same catalog through a real gunicorn ---------------------------------------------
 
-GUNICORN_STRATEGIES = ["psycopg-text", "psycopg-binary"]
+GUNICORN_STRATEGIES = strategies.names()
 
 
 @pytest.fixture(scope="module")
