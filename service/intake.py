@@ -184,8 +184,8 @@ _MAGIC = {
     b"\x28\xb5\x2f\xfd": "zstd",
 }
 _MAGIC_BYTES = max(len(m) for m in _MAGIC)
-# A quoted segment (balanced, or open to the end of the chunk) or one unquoted line break.
-_TOKENS = re.compile(rb'"[^"]*"|"[^"]*\Z|\r\n|\r|\n')
+_CR_BREAKS = re.compile(rb"\r\n?")
+_ANY_BREAK = re.compile(rb"\r\n?|\n")
 
 
 def compressed(head: bytes) -> str | None:
@@ -212,6 +212,7 @@ class _CsvBody(io.RawIOBase):
         self._quoted = False
         self._carry = b""  # a trailing CR that may be the start of a CRLF
         self._out = b""
+        self._at = 0  # how much of _out was handed out
         self._started = False
         self._eof = False
 
@@ -219,11 +220,11 @@ class _CsvBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._out and not self._eof:
-            self._out = self._next()
-        n = min(len(buffer), len(self._out))
-        buffer[:n] = self._out[:n]
-        self._out = self._out[n:]
+        while self._at == len(self._out) and not self._eof:
+            self._out, self._at = self._next(), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = memoryview(self._out)[self._at : self._at + n]
+        self._at += n
         return n
 
     def _next(self) -> bytes:
@@ -270,24 +271,22 @@ class _CsvBody(io.RawIOBase):
         if clean or not eol:
             self._quoted ^= bool(chunk.count(b'"') & 1)
             return chunk
+        # Visit only the breaks that may need rewriting; the quotes before each one say
+        # whether it is quoted (data, kept) or a line ending (made ``eol``).
+        quoted = self._quoted
         out = []
-        if self._quoted:
-            end = chunk.find(b'"')
-            if end < 0:
-                return chunk
-            out.append(chunk[: end + 1])
-            chunk = chunk[end + 1 :]
-            self._quoted = False
-
-        def token(m: re.Match[bytes]) -> bytes:
-            text = m[0]
-            if text.startswith(b'"'):
-                if m.end() == len(chunk) and (len(text) == 1 or not text.endswith(b'"')):
-                    self._quoted = True
-                return text
-            return eol
-
-        out.append(_TOKENS.sub(token, chunk))
+        counted = copied = 0
+        for m in (_CR_BREAKS if eol == b"\n" else _ANY_BREAK).finditer(chunk):
+            start = m.start()
+            quoted ^= bool(chunk.count(b'"', counted, start) & 1)
+            counted = start
+            if quoted or m[0] == eol:
+                continue
+            out.append(chunk[copied:start])
+            out.append(eol)
+            copied = m.end()
+        self._quoted = quoted ^ bool(chunk.count(b'"', counted) & 1)
+        out.append(chunk[copied:])
         return b"".join(out)
 
 
