@@ -152,8 +152,9 @@ def _open_body(
         if not spool_raw:
             yield intake.csv_body(source)
             return
-        with intake.spool(source, settings.spool_bytes) as spooled:
-            yield intake.csv_body(spooled)
+        # Spooled already checked and rewritten, so the strategy gets a seekable file.
+        with intake.spool(intake.csv_body(source), settings.spool_bytes) as spooled:
+            yield spooled
 
 
 def _record_failure(upload_id: uuid.UUID, exc: Exception, digest: intake.Digest) -> None:
