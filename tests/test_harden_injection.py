@@ -96,9 +96,7 @@ def app(db_url: str) -> Iterator[Flask]:
 @pytest.fixture
 def seeded(conn: Conn) -> Conn:
     conn.execute("TRUNCATE ingest.records, ingest.records_pk, lab.uploads")
-    conn.execute(
-        "INSERT INTO ingest.records (id, name) VALUES (1, 'keep'), (2, 'keep too')"
-    )
+    conn.execute("INSERT INTO ingest.records (id, name) VALUES (1, 'keep'), (2, 'keep too')")
     return conn
 
 
