@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
@@ -138,6 +139,12 @@ class _SpoolTarget(BaseTarget):  # type: ignore[misc]
         self.seen = False
 
     def on_start(self) -> None:
+        if self.seen:
+            # A second part would be appended to the first: refuse instead of guessing.
+            raise LabError(
+                f"the multipart body has more than one {FILE_FIELD!r} field; send one file",
+                code="duplicate_file",
+            )
         self.seen = True
 
     def on_data_received(self, chunk: bytes) -> None:
@@ -186,3 +193,124 @@ def spool_multipart(
     except BaseException:
         spool.close()
         raise
+
+
+#: Leading bytes of compressed or archive formats (gzip, zip/xlsx, bzip2, xz, zstd): such
+#: a body is never CSV, and reading it as CSV would only yield a confusing encoding error.
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"PK\x03\x04": "zip (e.g. an .xlsx workbook)",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+_MAGIC_BYTES = max(len(m) for m in _MAGIC)
+_CR_BREAKS = re.compile(rb"\r\n?")
+_ANY_BREAK = re.compile(rb"\r\n?|\n")
+
+
+def compressed(head: bytes) -> str | None:
+    """The compression format ``head`` starts with, if any."""
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
+class _CsvBody(io.RawIOBase):
+    """The CSV content with its unquoted line endings made uniform.
+
+    PostgreSQL's COPY (and every strategy, which mirrors it) refuses a file mixing LF,
+    CRLF and CR. Spreadsheet exports and concatenated files often do, so the service
+    rewrites each unquoted line ending to the header's (LF when the header ends with a
+    lone CR); quoted line breaks are data and stay as sent. Line numbers are unchanged:
+    one break stays one break. Chunks holding only the header's kind of break (all of a
+    clean file) pass through untouched after a count of their quotes.
+
+    It also refuses compressed content (gzip, zip, ...) sent as CSV, with 415.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self._eol = b""  # unknown until the header's line ending is seen
+        self._quoted = False
+        self._carry = b""  # a trailing CR that may be the start of a CRLF
+        self._out = b""
+        self._at = 0  # how much of _out was handed out
+        self._started = False
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while self._at == len(self._out) and not self._eof:
+            self._out, self._at = self._next(), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = memoryview(self._out)[self._at : self._at + n]
+        self._at += n
+        return n
+
+    def _next(self) -> bytes:
+        chunk = self._carry + self._source.read(READ_BYTES)
+        self._carry = b""
+        if not self._started:
+            while len(chunk) < _MAGIC_BYTES and (more := self._source.read(READ_BYTES)):
+                chunk += more
+            self._started = True
+            kind = compressed(chunk)
+            if kind:
+                raise LabError(
+                    f"the body is {kind}-compressed, not CSV: send the CSV uncompressed",
+                    code="compressed_body",
+                    status=415,
+                )
+        if not chunk:
+            self._eof = True
+            return b""
+        if chunk.endswith(b"\r"):
+            more = self._source.read(1)
+            if more:
+                chunk += more
+                if more == b"\r":
+                    self._carry, chunk = b"\r", chunk[:-1]
+        if not self._eol:
+            self._eol = self._header_eol(chunk)
+        return self._normalize(chunk)
+
+    @staticmethod
+    def _header_eol(chunk: bytes) -> bytes:
+        at = min((i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0), default=-1)
+        if at < 0:
+            return b""
+        return b"\r\n" if chunk.startswith(b"\r\n", at) else b"\n"
+
+    def _normalize(self, chunk: bytes) -> bytes:
+        eol = self._eol
+        clean = (
+            b"\r" not in chunk
+            if eol != b"\r\n"
+            else chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n")
+        )
+        if clean or not eol:
+            self._quoted ^= bool(chunk.count(b'"') & 1)
+            return chunk
+        # Visit only the breaks that may need rewriting; the quotes before each one say
+        # whether it is quoted (data, kept) or a line ending (made ``eol``).
+        quoted = self._quoted
+        out = []
+        counted = copied = 0
+        for m in (_CR_BREAKS if eol == b"\n" else _ANY_BREAK).finditer(chunk):
+            start = m.start()
+            quoted ^= bool(chunk.count(b'"', counted, start) & 1)
+            counted = start
+            if quoted or m[0] == eol:
+                continue
+            out.append(chunk[copied:start])
+            out.append(eol)
+            copied = m.end()
+        self._quoted = quoted ^ bool(chunk.count(b'"', counted) & 1)
+        out.append(chunk[copied:])
+        return b"".join(out)
+
+
+def csv_body(source: BinaryIO) -> BinaryIO:
+    """``source`` checked for compression and with uniform line endings (see ``_CsvBody``)."""
+    return io.BufferedReader(_CsvBody(source), READ_BYTES)

@@ -24,7 +24,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         405: "Method not allowed",
         413: "Body over the size limit",
         409: "Idempotency-Key already used for other content or table, or still loading",
-        415: "Content type is neither multipart/form-data nor text/csv",
+        415: "Content type is neither multipart/form-data nor text/csv, or the body is compressed",
         422: "CSV values the table rejects, with line and column; nothing was inserted",
         503: "Database unavailable (Retry-After) or migrations not applied",
         504: "The load ran into the database's statement_timeout; nothing was inserted",

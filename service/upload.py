@@ -79,6 +79,13 @@ def _check_request(settings: Settings) -> str:
             code="unsupported_media_type",
             status=415,
         )
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise LabError(
+            f"Content-Encoding {encoding[:40]!r} is not supported: send the CSV uncompressed",
+            code="unsupported_encoding",
+            status=415,
+        )
     if request.content_length is not None and request.content_length > (
         settings.max_upload_bytes + (64 * 1024 if kind == "multipart" else 0)
     ):
@@ -253,7 +260,8 @@ def _open_body(
     kind: str, digest: intake.Digest, settings: Settings, *, spool_raw: bool
 ) -> Iterator[BinaryIO]:
     """The CSV stream of this request: the spooled multipart part, or the raw body (read
-    off the socket by streaming strategies, spooled first for the others)."""
+    off the socket by streaming strategies, spooled first for the others); either way
+    checked for compression and with uniform line endings (``intake.csv_body``)."""
     if kind == "multipart":
         spool = intake.spool_multipart(
             request.stream,
@@ -263,15 +271,16 @@ def _open_body(
             spool_bytes=settings.spool_bytes,
         )
         with spool:
-            yield spool
+            yield intake.csv_body(spool)
     else:
         source = intake.raw_source(
             request.stream, digest, settings.max_upload_bytes, request.content_length
         )
         if not spool_raw:
-            yield source
+            yield intake.csv_body(source)
             return
-        with intake.spool(source, settings.spool_bytes) as spooled:
+        # Spooled already checked and rewritten, so the strategy gets a seekable file.
+        with intake.spool(intake.csv_body(source), settings.spool_bytes) as spooled:
             yield spooled
 
 

@@ -11,6 +11,8 @@ from psycopg import sql
 from lab.errors import LabError
 
 INGEST_SCHEMA = "ingest"
+#: PostgreSQL's NAMEDATALEN - 1: no table name is longer.
+MAX_IDENTIFIER_BYTES = 63
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ def ingest_tables(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
 
 def resolve(conn: psycopg.Connection[tuple[object, ...]], table: str) -> Target:
     """Look ``table`` up in the ingest schema; unknown names are a user error."""
+    if "\x00" in table or len(table.encode()) > MAX_IDENTIFIER_BYTES:
+        # Not a name PostgreSQL could hold; a NUL cannot even be sent as a parameter.
+        raise _unknown(conn, table)
     rows = conn.execute(
         """SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid
            FROM pg_attribute a
@@ -58,14 +63,18 @@ def resolve(conn: psycopg.Connection[tuple[object, ...]], table: str) -> Target:
         (INGEST_SCHEMA, table),
     ).fetchall()
     if not rows:
-        known = ", ".join(ingest_tables(conn)) or "none"
-        raise LabError(
-            f"unknown table {table[:80]!r}; loadable tables: {known}",
-            code="unknown_table",
-            status=404,
-        )
+        raise _unknown(conn, table)
     columns = tuple(Column(str(n), str(t), int(o)) for n, t, o in rows)  # type: ignore[call-overload]
     return Target(INGEST_SCHEMA, table, columns)
+
+
+def _unknown(conn: psycopg.Connection[tuple[object, ...]], table: str) -> LabError:
+    known = ", ".join(ingest_tables(conn)) or "none"
+    return LabError(
+        f"unknown table {table[:80]!r}; loadable tables: {known}",
+        code="unknown_table",
+        status=404,
+    )
 
 
 def match_header(header: list[str], target: Target) -> list[str]:
