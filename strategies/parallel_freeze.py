@@ -20,7 +20,8 @@ scans parent + children). ``TRUNCATE`` of the target empties the children but ke
 
 in_db_ms (server clock): from the earliest slice's first statement to the end of the
 publish, before its COMMIT; it includes the slices' own commits (where the new files are
-synced). parse_ms is the encode. N: constructor, else ``LAB_PARALLEL_WORKERS`` (0 = one
+synced). ``steps``: ``slices`` (earliest start to the last slice's commit) and
+``publish``. parse_ms is the encode. N: constructor, else ``LAB_PARALLEL_WORKERS`` (0 = one
 per core).
 """
 
@@ -87,10 +88,10 @@ class ParallelFreeze(Strategy):
                     ]
                     # Wait for every slice before judging, so none is still writing.
                     outcomes = [(k, f.exception()) for k, f in enumerate(futures)]
-                starts = []
+                spans = []
                 for k, error in outcomes:
                     if error is None:
-                        starts.append(futures[k].result())
+                        spans.append(futures[k].result())
                         continue
                     if isinstance(error, psycopg.Error) and is_input_error(error):
                         raise copy_error(
@@ -103,6 +104,7 @@ class ParallelFreeze(Strategy):
                 conn = stack.enter_context(db.connection())
                 with conn.transaction():
                     common.pin_session(conn)
+                    publish_start = common.server_clock_ms(conn)
                     if attach:
                         for part in parts:
                             conn.execute(
@@ -134,6 +136,7 @@ class ParallelFreeze(Strategy):
                 if not published:
                     with db.connection() as cleanup:
                         self._drop(cleanup, parts)
+        first = min(start for start, _ in spans)
         return LoadResult(
             strategy=self.name,
             table=table,
@@ -141,29 +144,37 @@ class ParallelFreeze(Strategy):
             bytes=reader.count,
             timings=Timings(
                 parse_ms=parse_ms,
-                in_db_ms=end - min(starts),
+                in_db_ms=end - first,
                 commit_ms=commit_ms,
                 total_ms=(time.perf_counter() - started) * 1000,
+            ),
+            steps=(
+                ("slices", max(done for _, done in spans) - first),
+                ("publish", end - publish_start),
             ),
         )
 
     @staticmethod
-    def _slice(db: Connector, plan: common.Plan, part: sql.Identifier, payload: BinaryIO) -> float:
-        """Create one slice table and COPY … FREEZE into it; returns its server start."""
+    def _slice(
+        db: Connector, plan: common.Plan, part: sql.Identifier, payload: BinaryIO
+    ) -> tuple[float, float]:
+        """Create one slice table and COPY … FREEZE into it; returns its server start and
+        the server time just after its commit."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
             part, plan.target.column_list(plan.names)
         )
-        with db.connection() as conn, conn.transaction():
-            common.pin_session(conn)
-            start = common.server_clock_ms(conn)
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-                ).format(part, plan.target.ident)
-            )
-            with conn.cursor() as cur:
-                copy_spool(cur, statement, payload)
-        return start
+        with db.connection() as conn:
+            with conn.transaction():
+                common.pin_session(conn)
+                start = common.server_clock_ms(conn)
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                    ).format(part, plan.target.ident)
+                )
+                with conn.cursor() as cur:
+                    copy_spool(cur, statement, payload)
+            return start, common.server_clock_ms(conn)
 
     @staticmethod
     def _drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
