@@ -152,7 +152,11 @@ def test_encode_equals_exact_including_errors(data):
     st.lists(
         st.tuples(
             st.integers(-(2**31), 2**31 - 1),
-            st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=12),
+            st.text(
+                alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+                | st.sampled_from(['"', "\n", "\r", ",", "\\"]),
+                max_size=12,
+            ),
             st.booleans(),
         ),
         min_size=1,
