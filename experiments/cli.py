@@ -226,6 +226,7 @@ def _bench(
         "seed": matrix.settings.seed,
         "budget_ms": budget,
         "reference_rows": matrix.settings.reference_rows,
+        "targets": matrix.settings.targets,
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - clock, 1),

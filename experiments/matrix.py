@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,8 @@ class Settings:
     warmup: int = 1
     budget_ms: float = 50.0
     reference_rows: int = 100_000
+    #: The other targets of the budget section (``[settings.targets]``), as declared.
+    targets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def load(name: str = "default", file: Path | None = None) -> Matrix:
         warmup=int(raw.get("warmup", Settings.warmup)),
         budget_ms=float(raw.get("budget_ms", Settings.budget_ms)),
         reference_rows=int(raw.get("reference_rows", Settings.reference_rows)),
+        targets=dict(raw.get("targets", {})),
     )
     section = data.get(name)
     if not isinstance(section, dict) or not section.get("cells"):

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from experiments import charts, loadresults, stats
+from experiments import charts, loadresults, stats, tuning
 from experiments.results import Run
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -66,7 +66,8 @@ def analyse(run: Run, budget_ms: float | None = None) -> Analysis:
             pd.DataFrame(columns=[*stats.CELL_KEYS, "in_db_median", "wall_median"])
         )
     )
-    checks = stats.budget_checks(table, budget, reference)
+    targets = stats.Targets.from_dict(meta.get("targets"))
+    checks = stats.budget_checks(table, budget, reference, targets)
     return Analysis(frame, table, ratios, checks, budget, reference, _chart_rows(frame, reference))
 
 
@@ -211,6 +212,7 @@ def render(run: Run, budget_ms: float | None = None) -> Path:
         budget_ms=a.budget_ms,
         reference_rows=a.reference_rows,
         checks=a.checks,
+        tuning_log=tuning.load(),
         charts=chart_list,
         cells=_cells(a.table),
         ratio_peers=_ratio_pivot(a.ratios)[0],

@@ -7,6 +7,7 @@ from strategies.arrow_adbc import ArrowAdbc
 from strategies.asyncpg_copy import AsyncpgCopy
 from strategies.base import Strategy
 from strategies.parallel_binary import ParallelBinary
+from strategies.parallel_freeze import ParallelFreeze
 from strategies.psycopg_binary import PsycopgBinary
 from strategies.psycopg_text import PsycopgText
 from strategies.unlogged_staging import UnloggedStaging
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type[Strategy]] = {
     AsyncpgCopy.name: AsyncpgCopy,
     UnloggedStaging.name: UnloggedStaging,
     ParallelBinary.name: ParallelBinary,
+    ParallelFreeze.name: ParallelFreeze,
     ArrowAdbc.name: ArrowAdbc,
 }
 

@@ -26,7 +26,7 @@ from psycopg import sql
 
 from lab.config import Settings
 from lab.errors import LabError
-from strategies import binary, common, spool
+from strategies import binary, common, fastencode, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
@@ -60,7 +60,7 @@ class ParallelBinary(Strategy):
         with contextlib.ExitStack() as stack:
             payloads = [stack.enter_context(spool.spooled()) for _ in range(n)]
             parse_start = time.perf_counter()
-            encoded = binary.encode(reader.stream, plan.columns, payloads)
+            encoded = fastencode.encode(reader.stream, plan.columns, payloads)
             parse_ms = (time.perf_counter() - parse_start) * 1000
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]

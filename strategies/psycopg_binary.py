@@ -15,7 +15,7 @@ from typing import BinaryIO, ClassVar
 import psycopg
 from psycopg import sql
 
-from strategies import binary, common, spool
+from strategies import common, fastencode, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 
@@ -46,7 +46,7 @@ class PsycopgBinary(Strategy):
         # The parse holds no connection: a pool serves other loads meanwhile.
         with spool.spooled() as payload, contextlib.ExitStack() as stack:
             parse_start = time.perf_counter()
-            encoded = binary.encode(reader.stream, plan.columns, [payload])
+            encoded = fastencode.encode(reader.stream, plan.columns, [payload])
             parse_ms = (time.perf_counter() - parse_start) * 1000
             statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
                 plan.target.ident, plan.target.column_list(plan.names)

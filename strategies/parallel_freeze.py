@@ -1,0 +1,186 @@
+"""``parallel-freeze``: N connections each create and fill a fresh table, one attach publishes.
+
+The CSV is encoded once (``fastencode``) and dealt out to N spools. Each of N connections,
+in its own transaction, creates ``ingest_parts.<target>_<id>_<k>`` (``LIKE`` the target),
+COPYs its slice into it with ``FREEZE`` and commits: a table created in the same
+transaction under ``wal_level=minimal`` is not WAL-logged (it is synced at commit
+instead), and ``FREEZE`` writes the rows already frozen, so no later vacuum rewrites
+them. One final transaction then publishes all slices at once, ``ALTER TABLE … INHERIT``
+per slice (a catalog change, no row is moved), and runs ``finalize``. Until that commit
+no slice is visible through the target; if any slice or the publish fails, every slice
+table is dropped and the target is as it was.
+
+A target with a unique index (e.g. ``records_pk``) cannot be split into children: the
+index would not span them. For such targets the publish moves the rows instead (``INSERT
+… SELECT`` from the slices, then drops them), as ``parallel-binary`` does.
+
+What it costs: the target becomes an inheritance parent, with N more child tables per
+upload (catalog rows, files, and planning time for every query on the target, which now
+scans parent + children). ``TRUNCATE`` of the target empties the children but keeps them.
+
+in_db_ms (server clock): from the earliest slice's first statement to the end of the
+publish, before its COMMIT; it includes the slices' own commits (where the new files are
+synced). ``steps``: ``slices`` (earliest start to the last slice's commit) and
+``publish``. parse_ms is the encode. N: constructor, else ``LAB_PARALLEL_WORKERS`` (0 = one
+per core).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, ClassVar
+
+import psycopg
+from psycopg import sql
+
+from lab.errors import LabError
+from strategies import binary, common, fastencode, spool
+from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
+from strategies.parallel_binary import default_workers
+from strategies.pgerrors import copy_error, is_input_error
+from strategies.psycopg_binary import copy_spool
+
+PARTS_SCHEMA = "ingest_parts"
+
+_UNIQUE_SQL = """SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = %s::regclass
+                                AND indisunique)"""
+
+
+class ParallelFreeze(Strategy):
+    name: ClassVar[str] = "parallel-freeze"
+    description: ClassVar[str] = (
+        "N connections COPY … FREEZE into fresh tables (no WAL), one attach publishes"
+    )
+    streaming: ClassVar[bool] = False
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers if workers is not None else default_workers()
+        if self.workers < 1:
+            raise LabError("parallel-freeze needs at least one worker", code="bad_config")
+
+    def load(
+        self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
+    ) -> LoadResult:
+        started = time.perf_counter()
+        reader = common.CountingReader(source)
+        n = self.workers
+        with db.connection() as conn:
+            plan = common.plan(conn, reader.stream, table)
+            row = conn.execute(_UNIQUE_SQL, (plan.target.ident.as_string(conn),)).fetchone()
+            attach = not (row and row[0])
+            if not conn.autocommit:
+                conn.rollback()
+        with contextlib.ExitStack() as stack:
+            payloads = [stack.enter_context(spool.spooled()) for _ in range(n)]
+            parse_start = time.perf_counter()
+            encoded = fastencode.encode(reader.stream, plan.columns, payloads)
+            parse_ms = (time.perf_counter() - parse_start) * 1000
+            prefix = f"{table[:30]}_{uuid.uuid4().hex[:16]}"
+            parts = [sql.Identifier(PARTS_SCHEMA, f"{prefix}_{k}") for k in range(n)]
+            published = False
+            try:
+                with ThreadPoolExecutor(max_workers=n) as pool:
+                    futures = [
+                        pool.submit(self._slice, db, plan, parts[k], payloads[k]) for k in range(n)
+                    ]
+                    # Wait for every slice before judging, so none is still writing.
+                    outcomes = [(k, f.exception()) for k, f in enumerate(futures)]
+                spans = []
+                for k, error in outcomes:
+                    if error is None:
+                        spans.append(futures[k].result())
+                        continue
+                    if isinstance(error, psycopg.Error) and is_input_error(error):
+                        raise copy_error(
+                            error,
+                            line_of=lambda line, k=k: encoded.line_map.line(  # type: ignore[misc]
+                                binary.global_row(k, line - 1, n)
+                            ),
+                        ) from None
+                    raise error
+                conn = stack.enter_context(db.connection())
+                with conn.transaction():
+                    common.pin_session(conn)
+                    publish_start = common.server_clock_ms(conn)
+                    if attach:
+                        for part in parts:
+                            conn.execute(
+                                sql.SQL("ALTER TABLE {} INHERIT {}").format(part, plan.target.ident)
+                            )
+                        rows = encoded.total_rows
+                    else:
+                        columns = plan.target.column_list(plan.names)
+                        moved = conn.execute(
+                            sql.SQL("INSERT INTO {} ({}) ").format(plan.target.ident, columns)
+                            + sql.SQL(" UNION ALL ").join(
+                                sql.SQL("SELECT {} FROM {}").format(columns, p) for p in parts
+                            )
+                        )
+                        rows = moved.rowcount
+                        for part in parts:
+                            conn.execute(sql.SQL("DROP TABLE {}").format(part))
+                    end = common.server_clock_ms(conn)
+                    if finalize is not None:
+                        conn.execute(finalize(rows).encode())
+                    commit_start = time.perf_counter()
+                commit_ms = (time.perf_counter() - commit_start) * 1000
+                published = True
+            except psycopg.Error as exc:
+                if is_input_error(exc):
+                    raise copy_error(exc) from None
+                raise
+            finally:
+                if not published:
+                    with db.connection() as cleanup:
+                        self._drop(cleanup, parts)
+        first = min(start for start, _ in spans)
+        return LoadResult(
+            strategy=self.name,
+            table=table,
+            rows=rows,
+            bytes=reader.count,
+            timings=Timings(
+                parse_ms=parse_ms,
+                in_db_ms=end - first,
+                commit_ms=commit_ms,
+                total_ms=(time.perf_counter() - started) * 1000,
+            ),
+            steps=(
+                ("slices", max(done for _, done in spans) - first),
+                ("publish", end - publish_start),
+            ),
+        )
+
+    @staticmethod
+    def _slice(
+        db: Connector, plan: common.Plan, part: sql.Identifier, payload: BinaryIO
+    ) -> tuple[float, float]:
+        """Create one slice table and COPY … FREEZE into it; returns its server start and
+        the server time just after its commit."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
+            part, plan.target.column_list(plan.names)
+        )
+        with db.connection() as conn:
+            with conn.transaction():
+                common.pin_session(conn)
+                start = common.server_clock_ms(conn)
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                    ).format(part, plan.target.ident)
+                )
+                with conn.cursor() as cur:
+                    copy_spool(cur, statement, payload)
+            return start, common.server_clock_ms(conn)
+
+    @staticmethod
+    def _drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
+        """Remove whatever slice tables exist (after a failure; none are left otherwise)."""
+        if conn.closed or conn.broken:
+            return
+        with conn.transaction():
+            for part in parts:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(part))
