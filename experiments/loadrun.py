@@ -26,6 +26,7 @@ from lab.config import PROJECT_ROOT, Settings
 from lab.database import resolve_url
 from lab.errors import LabError
 from lab.migrate import migrate
+from lab.procs import die_with_parent
 
 if TYPE_CHECKING:
     from service.stack import StackInfo
@@ -367,6 +368,7 @@ def run_headless(
                     stdout=output,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
                 try:
                     proc.wait(timeout=config.run_time_s + STOP_TIMEOUT_S + STARTUP_ALLOWANCE_S)
@@ -422,6 +424,7 @@ def run_web(
                         stdout=output,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
+                        preexec_fn=die_with_parent,
                     )
                     say(f"Locust web UI: http://127.0.0.1:{web_port}/  (service: {host})")
                     say("press Ctrl-C to stop; the session is audited when it ends")

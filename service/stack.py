@@ -35,6 +35,7 @@ from lab.config import (
 )
 from lab.errors import LabError
 from lab.migrate import migrate
+from lab.procs import die_with_parent
 from service.tls import ensure_certificate
 
 GUNICORN_CONF = PROJECT_ROOT / "gunicorn.conf.py"
@@ -197,6 +198,7 @@ def running_stack(
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         # SIGTERM: gunicorn stops accepting, lets running uploads finish, then exits.
         procs.append((gunicorn, signal.SIGTERM))
@@ -236,6 +238,7 @@ def running_stack(
                 ],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             # SIGQUIT: graceful shutdown (finish requests in flight).
             procs.append((nginx_proc, signal.SIGQUIT))
