@@ -302,7 +302,7 @@ def _scale_check(table: pd.DataFrame, best_http: pd.Series | None, targets: Targ
             "not measured in this run",
             target,
             None,
-            "opt-in, about 10 minutes: lab bench --matrix scale",
+            "opt-in (not part of the default run): lab bench --matrix scale",
         )
     name = scale["name"]
     ref = table[
