@@ -18,7 +18,6 @@ import contextlib
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, ClassVar
 
 import psycopg
@@ -26,10 +25,11 @@ from psycopg import sql
 
 from lab.config import Settings
 from lab.errors import LabError
-from strategies import binary, common, fastencode, spool
+from strategies import common, fastencode, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
+from strategies.slices import run_slices
 from strategies.unlogged_staging import STAGING_SCHEMA
 
 
@@ -67,25 +67,11 @@ class ParallelBinary(Strategy):
             columns = plan.target.column_list(plan.names)
             loaded = False
             try:
-                with ThreadPoolExecutor(max_workers=n) as pool:
-                    futures = [
-                        pool.submit(self._slice, db, plan, stages[k], payloads[k]) for k in range(n)
-                    ]
-                    # Wait for every slice before judging, so none is still writing.
-                    outcomes = [(k, f.exception()) for k, f in enumerate(futures)]
-                starts = []
-                for k, error in outcomes:
-                    if error is None:
-                        starts.append(futures[k].result())
-                        continue
-                    if isinstance(error, psycopg.Error) and is_input_error(error):
-                        raise copy_error(
-                            error,
-                            line_of=lambda line, k=k: encoded.line_map.line(  # type: ignore[misc]
-                                binary.global_row(k, line - 1, n)
-                            ),
-                        ) from None
-                    raise error
+                starts = run_slices(
+                    n,
+                    lambda k: self._slice(db, plan, stages[k], payloads[k]),
+                    encoded.line_map,
+                )
                 conn = stack.enter_context(db.connection())
                 with conn.transaction():
                     common.pin_session(conn)

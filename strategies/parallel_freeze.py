@@ -30,18 +30,18 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, ClassVar
 
 import psycopg
 from psycopg import sql
 
 from lab.errors import LabError
-from strategies import binary, common, fastencode, spool
+from strategies import common, fastencode, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
+from strategies.slices import run_slices
 
 PARTS_SCHEMA = "ingest_parts"
 
@@ -82,25 +82,11 @@ class ParallelFreeze(Strategy):
             parts = [sql.Identifier(PARTS_SCHEMA, f"{prefix}_{k}") for k in range(n)]
             published = False
             try:
-                with ThreadPoolExecutor(max_workers=n) as pool:
-                    futures = [
-                        pool.submit(self._slice, db, plan, parts[k], payloads[k]) for k in range(n)
-                    ]
-                    # Wait for every slice before judging, so none is still writing.
-                    outcomes = [(k, f.exception()) for k, f in enumerate(futures)]
-                spans = []
-                for k, error in outcomes:
-                    if error is None:
-                        spans.append(futures[k].result())
-                        continue
-                    if isinstance(error, psycopg.Error) and is_input_error(error):
-                        raise copy_error(
-                            error,
-                            line_of=lambda line, k=k: encoded.line_map.line(  # type: ignore[misc]
-                                binary.global_row(k, line - 1, n)
-                            ),
-                        ) from None
-                    raise error
+                spans = run_slices(
+                    n,
+                    lambda k: self._slice(db, plan, parts[k], payloads[k]),
+                    encoded.line_map,
+                )
                 conn = stack.enter_context(db.connection())
                 with conn.transaction():
                     common.pin_session(conn)
