@@ -29,7 +29,7 @@ from strategies import common, fastencode, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import run_slices
+from strategies.slices import move_rows, run_slices
 from strategies.unlogged_staging import STAGING_SCHEMA
 
 
@@ -64,7 +64,6 @@ class ParallelBinary(Strategy):
             parse_ms = (time.perf_counter() - parse_start) * 1000
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
-            columns = plan.target.column_list(plan.names)
             loaded = False
             try:
                 starts = run_slices(
@@ -75,12 +74,7 @@ class ParallelBinary(Strategy):
                 conn = stack.enter_context(db.connection())
                 with conn.transaction():
                     common.pin_session(conn)
-                    moved = conn.execute(
-                        sql.SQL("INSERT INTO {} ({}) ").format(plan.target.ident, columns)
-                        + sql.SQL(" UNION ALL ").join(
-                            sql.SQL("SELECT {} FROM {}").format(columns, s) for s in stages
-                        )
-                    )
+                    moved = conn.execute(move_rows(plan.target, plan.names, stages))
                     rows = moved.rowcount
                     end = common.server_clock_ms(conn)
                     for s in stages:

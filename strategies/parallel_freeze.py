@@ -41,7 +41,7 @@ from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import run_slices
+from strategies.slices import move_rows, run_slices
 
 PARTS_SCHEMA = "ingest_parts"
 
@@ -98,13 +98,7 @@ class ParallelFreeze(Strategy):
                             )
                         rows = encoded.total_rows
                     else:
-                        columns = plan.target.column_list(plan.names)
-                        moved = conn.execute(
-                            sql.SQL("INSERT INTO {} ({}) ").format(plan.target.ident, columns)
-                            + sql.SQL(" UNION ALL ").join(
-                                sql.SQL("SELECT {} FROM {}").format(columns, p) for p in parts
-                            )
-                        )
+                        moved = conn.execute(move_rows(plan.target, plan.names, parts))
                         rows = moved.rowcount
                         for part in parts:
                             conn.execute(sql.SQL("DROP TABLE {}").format(part))

@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 from strategies import binary
+from strategies.catalog import Target
 from strategies.pgerrors import copy_error, is_input_error
 
 T = TypeVar("T")
@@ -38,3 +40,11 @@ def run_slices(n: int, load_slice: Callable[[int], T], line_map: binary.LineMap)
             ) from None
         raise error
     return results
+
+
+def move_rows(target: Target, names: list[str], slices: list[sql.Identifier]) -> sql.Composed:
+    """One ``INSERT … SELECT … UNION ALL …`` moving every slice table's rows into the target."""
+    columns = target.column_list(names)
+    return sql.SQL("INSERT INTO {} ({}) ").format(target.ident, columns) + sql.SQL(
+        " UNION ALL "
+    ).join(sql.SQL("SELECT {} FROM {}").format(columns, s) for s in slices)
