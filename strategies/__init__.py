@@ -8,6 +8,7 @@ from strategies.asyncpg_copy import AsyncpgCopy
 from strategies.base import Strategy
 from strategies.parallel_binary import ParallelBinary
 from strategies.parallel_freeze import ParallelFreeze
+from strategies.parallel_text import ParallelText
 from strategies.psycopg_binary import PsycopgBinary
 from strategies.psycopg_text import PsycopgText
 from strategies.unlogged_staging import UnloggedStaging
@@ -20,6 +21,7 @@ REGISTRY: dict[str, type[Strategy]] = {
     UnloggedStaging.name: UnloggedStaging,
     ParallelBinary.name: ParallelBinary,
     ParallelFreeze.name: ParallelFreeze,
+    ParallelText.name: ParallelText,
     ArrowAdbc.name: ArrowAdbc,
 }
 

@@ -29,7 +29,7 @@ from strategies import common, fastencode, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import move_rows, run_slices
+from strategies.slices import binary_lines, move_rows, run_slices
 from strategies.unlogged_staging import STAGING_SCHEMA
 
 
@@ -69,7 +69,7 @@ class ParallelBinary(Strategy):
                 starts = run_slices(
                     n,
                     lambda k: self._slice(db, plan, stages[k], payloads[k]),
-                    encoded.line_map,
+                    binary_lines(encoded.line_map, n),
                 )
                 conn = stack.enter_context(db.connection())
                 with conn.transaction():

@@ -29,24 +29,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from typing import BinaryIO, ClassVar
 
 import psycopg
 from psycopg import sql
 
 from lab.errors import LabError
-from strategies import common, fastencode, spool
+from strategies import common, fastencode, parts, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import move_rows, run_slices
+from strategies.slices import binary_lines, run_slices
 
-PARTS_SCHEMA = "ingest_parts"
-
-_UNIQUE_SQL = """SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = %s::regclass
-                                AND indisunique)"""
+PARTS_SCHEMA = parts.SCHEMA
 
 
 class ParallelFreeze(Strategy):
@@ -69,8 +65,7 @@ class ParallelFreeze(Strategy):
         n = self.workers
         with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
-            row = conn.execute(_UNIQUE_SQL, (plan.target.ident.as_string(conn),)).fetchone()
-            attach = not (row and row[0])
+            attach = parts.can_attach(conn, plan.target)
             if not conn.autocommit:
                 conn.rollback()
         with contextlib.ExitStack() as stack:
@@ -78,30 +73,20 @@ class ParallelFreeze(Strategy):
             parse_start = time.perf_counter()
             encoded = fastencode.encode(reader.stream, plan.columns, payloads)
             parse_ms = (time.perf_counter() - parse_start) * 1000
-            prefix = f"{table[:30]}_{uuid.uuid4().hex[:16]}"
-            parts = [sql.Identifier(PARTS_SCHEMA, f"{prefix}_{k}") for k in range(n)]
+            tables = parts.names(table, n)
             published = False
             try:
                 spans = run_slices(
                     n,
-                    lambda k: self._slice(db, plan, parts[k], payloads[k]),
-                    encoded.line_map,
+                    lambda k: self._slice(db, plan, tables[k], payloads[k]),
+                    binary_lines(encoded.line_map, n),
                 )
                 conn = stack.enter_context(db.connection())
                 with conn.transaction():
                     common.pin_session(conn)
                     publish_start = common.server_clock_ms(conn)
-                    if attach:
-                        for part in parts:
-                            conn.execute(
-                                sql.SQL("ALTER TABLE {} INHERIT {}").format(part, plan.target.ident)
-                            )
-                        rows = encoded.total_rows
-                    else:
-                        moved = conn.execute(move_rows(plan.target, plan.names, parts))
-                        rows = moved.rowcount
-                        for part in parts:
-                            conn.execute(sql.SQL("DROP TABLE {}").format(part))
+                    moved = parts.publish(conn, plan.target, plan.names, tables, attach=attach)
+                    rows = encoded.total_rows if moved is None else moved
                     end = common.server_clock_ms(conn)
                     if finalize is not None:
                         conn.execute(finalize(rows).encode())
@@ -115,7 +100,7 @@ class ParallelFreeze(Strategy):
             finally:
                 if not published:
                     with db.connection() as cleanup:
-                        self._drop(cleanup, parts)
+                        parts.drop(cleanup, tables)
         first = min(start for start, _ in spans)
         return LoadResult(
             strategy=self.name,
@@ -147,20 +132,7 @@ class ParallelFreeze(Strategy):
             with conn.transaction():
                 common.pin_session(conn)
                 start = common.server_clock_ms(conn)
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-                    ).format(part, plan.target.ident)
-                )
+                parts.create(conn, part, plan.target)
                 with conn.cursor() as cur:
                     copy_spool(cur, statement, payload)
             return start, common.server_clock_ms(conn)
-
-    @staticmethod
-    def _drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
-        """Remove whatever slice tables exist (after a failure; none are left otherwise)."""
-        if conn.closed or conn.broken:
-            return
-        with conn.transaction():
-            for part in parts:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(part))

@@ -1,8 +1,10 @@
 """Running a load's N slices concurrently, each on its own connection (parallel strategies).
 
 Pure orchestration: the strategy says what one slice does; this waits for every slice
-before judging (so none is still writing when the caller cleans up) and turns the first
-rejected slice into the user's error, with the line number in the whole file.
+before judging (so none is still writing when the caller cleans up) and turns the
+rejected input into the user's error, with the line number in the whole file. When
+several slices reject their input, the error on the earliest line of the file wins, as
+it would in one COPY of the whole file.
 """
 
 from __future__ import annotations
@@ -14,32 +16,55 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
+from lab.errors import LabError
 from strategies import binary
 from strategies.catalog import Target
 from strategies.pgerrors import copy_error, is_input_error
 
 T = TypeVar("T")
 
+#: (slice k, line number the server reported in slice k's COPY) → line of the upload.
+LineOf = Callable[[int, int], int]
 
-def run_slices(n: int, load_slice: Callable[[int], T], line_map: binary.LineMap) -> list[T]:
-    """``load_slice(k)`` for k in 0..n-1 on n threads; their results in slice order."""
+
+def binary_lines(line_map: binary.LineMap, n: int) -> LineOf:
+    """``LineOf`` for binary slices dealt by ``binary.encode`` / ``fastencode.encode``."""
+    return lambda k, line: line_map.line(binary.global_row(k, line - 1, n))
+
+
+def run_slices(
+    n: int,
+    load_slice: Callable[[int], T],
+    line_of: LineOf,
+    feed: Callable[[], None] | None = None,
+) -> list[T]:
+    """``load_slice(k)`` for k in 0..n-1 on n threads; their results in slice order.
+
+    ``feed``, when given, runs on the calling thread meanwhile (a streaming strategy
+    hands the slices their input there); its own failure is raised after every slice
+    has finished, unless a slice rejected the input.
+    """
+    fed: BaseException | None = None
     with ThreadPoolExecutor(max_workers=n) as pool:
         futures = [pool.submit(load_slice, k) for k in range(n)]
+        if feed is not None:
+            try:
+                feed()
+            except BaseException as exc:  # re-raised below, once every slice has stopped
+                fed = exc
         outcomes = [(k, f.exception()) for k, f in enumerate(futures)]
-    results = []
+    rejected: list[LabError] = []
     for k, error in outcomes:
-        if error is None:
-            results.append(futures[k].result())
-            continue
         if isinstance(error, psycopg.Error) and is_input_error(error):
-            raise copy_error(
-                error,
-                line_of=lambda line, k=k: line_map.line(  # type: ignore[misc]
-                    binary.global_row(k, line - 1, n)
-                ),
-            ) from None
-        raise error
-    return results
+            rejected.append(copy_error(error, line_of=lambda line, k=k: line_of(k, line)))  # type: ignore[misc]
+    if rejected:
+        raise min(rejected, key=lambda e: (e.line is None, e.line or 0))
+    if fed is not None:
+        raise fed
+    for _, error in outcomes:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
 
 
 def move_rows(target: Target, names: list[str], slices: list[sql.Identifier]) -> sql.Composed:

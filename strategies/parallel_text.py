@@ -1,0 +1,170 @@
+"""``parallel-text``: the CSV bytes dealt at record boundaries to N ``COPY … FREEZE`` streams.
+
+The streaming counterpart of ``parallel-freeze``, for the end-to-end path: no Python
+parse at all. The upload is read as it arrives and cut between records
+(``recordsplit.Dealer``, a quote-parity count at C speed); each block goes, round-robin,
+to one of N connections, each of which creates a part table in its own transaction and
+``COPY … (FORMAT csv, FREEZE)``-s its blocks into it, so PostgreSQL parses the CSV on N
+backends at once while the body is still arriving. One final transaction publishes the
+parts (``strategies/parts.py``: ``INHERIT``, or a row move into a target with a unique
+index) and runs ``finalize``. A rejected block fails the load as one COPY would: same
+error, same upload line; every part is dropped and the target is as it was.
+
+Memory stays flat: each stream holds at most ``QUEUE_CHUNKS`` chunks in flight.
+
+in_db_ms (server clock): from the earliest part's first statement to the end of the
+publish, before its COMMIT; it includes waiting for the client's bytes and the parts'
+own commits. ``steps``: ``slices`` and ``publish``. N: constructor, else
+``LAB_PARALLEL_WORKERS`` (0 = one per core).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import BinaryIO, ClassVar
+
+import psycopg
+from psycopg import sql
+
+from lab.errors import LabError
+from strategies import common, parts
+from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
+from strategies.parallel_binary import default_workers
+from strategies.pgerrors import copy_error, is_input_error
+from strategies.recordsplit import BLOCK_BYTES, Dealer
+from strategies.slices import run_slices
+
+# Chunks in flight per stream: enough slack that one slower backend does not stall the
+# others at every block, while a load holds at most N * 8 * CHUNK_BYTES (2 MiB for two).
+QUEUE_CHUNKS = 8
+
+
+class _Aborted(Exception):
+    """The upload could not be read to its end: the part's transaction rolls back."""
+
+
+class ParallelText(Strategy):
+    name: ClassVar[str] = "parallel-text"
+    description: ClassVar[str] = (
+        "CSV dealt at record boundaries to N COPY csv FREEZE streams, one attach publishes"
+    )
+    streaming: ClassVar[bool] = True
+
+    def __init__(self, workers: int | None = None, block_bytes: int = BLOCK_BYTES) -> None:
+        self.workers = workers if workers is not None else default_workers()
+        self.block_bytes = block_bytes
+        if self.workers < 1:
+            raise LabError("parallel-text needs at least one worker", code="bad_config")
+
+    def load(
+        self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
+    ) -> LoadResult:
+        started = time.perf_counter()
+        reader = common.CountingReader(source)
+        n = self.workers
+        with db.connection() as conn:
+            plan = common.plan(conn, reader.stream, table)
+            attach = parts.can_attach(conn, plan.target)
+            if not conn.autocommit:
+                conn.rollback()
+        tables = parts.names(table, n)
+        # Each stream's feed: bytes, then None at the end of the upload; ``broken`` set
+        # first when the upload could not be read to its end (every part rolls back).
+        feeds: list[queue.Queue[bytes | None]] = [queue.Queue(QUEUE_CHUNKS) for _ in range(n)]
+        broken = threading.Event()
+        dealer = Dealer(n, first_line=2, block_bytes=self.block_bytes)  # header: line 1
+
+        def deal() -> None:
+            try:
+                while chunk := reader.read(common.CHUNK_BYTES):
+                    for k, piece in dealer.feed(chunk):
+                        feeds[k].put(piece)
+            except BaseException:
+                broken.set()
+                raise
+            finally:
+                for f in feeds:
+                    f.put(None)
+
+        published = False
+        try:
+            spans = run_slices(
+                n,
+                lambda k: self._slice(db, plan, tables[k], feeds[k], broken),
+                dealer.line_of,
+                deal,
+            )
+            with db.connection() as conn, conn.transaction():
+                common.pin_session(conn)
+                publish_start = common.server_clock_ms(conn)
+                empty = frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0)
+                moved = parts.publish(
+                    conn, plan.target, plan.names, tables, attach=attach, empty=empty
+                )
+                rows = sum(r for _, _, r in spans) if moved is None else moved
+                end = common.server_clock_ms(conn)
+                if finalize is not None:
+                    conn.execute(finalize(rows).encode())
+                commit_start = time.perf_counter()
+            commit_ms = (time.perf_counter() - commit_start) * 1000
+            published = True
+        except psycopg.Error as exc:
+            if is_input_error(exc):
+                raise copy_error(exc) from None
+            raise
+        finally:
+            if not published:
+                with db.connection() as cleanup:
+                    parts.drop(cleanup, tables)
+        first = min(start for start, _, _ in spans)
+        return LoadResult(
+            strategy=self.name,
+            table=table,
+            rows=rows,
+            bytes=reader.count,
+            timings=Timings(
+                parse_ms=0.0,
+                in_db_ms=end - first,
+                commit_ms=commit_ms,
+                total_ms=(time.perf_counter() - started) * 1000,
+            ),
+            steps=(
+                ("slices", max(done for _, done, _ in spans) - first),
+                ("publish", end - publish_start),
+            ),
+        )
+
+    @staticmethod
+    def _slice(
+        db: Connector,
+        plan: common.Plan,
+        part: sql.Identifier,
+        feed: queue.Queue[bytes | None],
+        broken: threading.Event,
+    ) -> tuple[float, float, int]:
+        """Create one part and COPY its stream into it; returns its server start, the
+        server time after its commit, and its rows. Drains its feed whatever happens, so
+        the reader never blocks on a stream that has stopped."""
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(
+            part, plan.target.column_list(plan.names)
+        )
+        piece: bytes | None = b""
+        try:
+            with db.connection() as conn:
+                with conn.transaction():
+                    common.pin_session(conn)
+                    start = common.server_clock_ms(conn)
+                    parts.create(conn, part, plan.target)
+                    with conn.cursor() as cur:
+                        with cur.copy(statement) as copy:
+                            while (piece := feed.get()) is not None:
+                                copy.write(piece)
+                            if broken.is_set():
+                                raise _Aborted
+                        rows = cur.rowcount
+                return start, common.server_clock_ms(conn), rows
+        finally:
+            while piece is not None:
+                piece = feed.get()

@@ -1,0 +1,84 @@
+"""Part tables: slices that N connections create and fill, each in its own transaction,
+published to the target in one final transaction (``parallel-freeze``, ``parallel-text``).
+
+A part table is created in the transaction that fills it, so under ``wal_level=minimal``
+its rows are not WAL-logged (the file is synced at commit instead) and ``COPY … FREEZE``
+may write them already frozen. Publishing is ``ALTER TABLE … INHERIT`` per part (a
+catalog change, no row moves) unless the target has a unique index, which cannot span
+children: then the rows are moved with one ``INSERT … SELECT`` and the parts dropped.
+Until the publish commits no part is visible through the target; after any failure
+``drop`` removes them all.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg import sql
+
+from strategies import common
+from strategies.catalog import Target
+from strategies.slices import move_rows
+
+#: Where part tables live (migration 004): outside ``ingest``, so never upload targets.
+SCHEMA = "ingest_parts"
+
+_UNIQUE_SQL = """SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = %s::regclass
+                                AND indisunique)"""
+
+
+def names(table: str, n: int) -> list[sql.Identifier]:
+    """N fresh part table names for one load into ``table``."""
+    prefix = f"{table[:30]}_{uuid.uuid4().hex[:16]}"
+    return [sql.Identifier(SCHEMA, f"{prefix}_{k}") for k in range(n)]
+
+
+def can_attach(conn: common.Conn, target: Target) -> bool:
+    """True when parts may become children of ``target`` (it has no unique index)."""
+    row = conn.execute(_UNIQUE_SQL, (target.ident.as_string(conn),)).fetchone()
+    return not (row and row[0])
+
+
+def create(conn: common.Conn, part: sql.Identifier, target: Target) -> None:
+    """Create one part shaped like the target (run inside the transaction that fills it)."""
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(
+            part, target.ident
+        )
+    )
+
+
+def publish(
+    conn: common.Conn,
+    target: Target,
+    columns: list[str],
+    parts: list[sql.Identifier],
+    *,
+    attach: bool,
+    empty: frozenset[int] = frozenset(),
+) -> int | None:
+    """Make the parts' rows the target's, inside the caller's transaction.
+
+    Parts listed in ``empty`` (no rows) are dropped instead of attached. Returns the
+    number of rows moved, or None when the parts were attached (nothing was counted).
+    """
+    full = [p for k, p in enumerate(parts) if k not in empty]
+    for k in sorted(empty):
+        conn.execute(sql.SQL("DROP TABLE {}").format(parts[k]))
+    if attach:
+        for part in full:
+            conn.execute(sql.SQL("ALTER TABLE {} INHERIT {}").format(part, target.ident))
+        return None
+    moved = conn.execute(move_rows(target, columns, full)).rowcount if full else 0
+    for part in full:
+        conn.execute(sql.SQL("DROP TABLE {}").format(part))
+    return moved
+
+
+def drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
+    """Remove whatever parts exist (after a failure; none are left otherwise)."""
+    if conn.closed or conn.broken:
+        return
+    with conn.transaction():
+        for part in parts:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(part))
