@@ -11,7 +11,9 @@ SIGINT once the loads are done, and dies with the lab (``die_with_parent``).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -456,19 +458,46 @@ def probe() -> str | None:
     return None
 
 
+#: Seconds to wait for perf to confirm that it records (it starts with events disabled).
+READY_TIMEOUT_S = 30
+
+
+def _enable(process: subprocess.Popen[bytes], ctl: int, ack: int) -> None:
+    """Tell perf to start sampling and wait for its ``ack``: no load runs unrecorded while
+    perf is still setting up (on 2 cores that took longer than a small load)."""
+    os.write(ctl, b"enable\n")
+    ready, _, _ = select.select([ack], [], [], READY_TIMEOUT_S)
+    answer = os.read(ack, 64) if ready else b""
+    if not answer.startswith(b"ack"):
+        state = "exited" if process.poll() is not None else "did not answer"
+        raise RuntimeError(f"perf record {state} instead of starting to record")
+
+
 @contextlib.contextmanager
 def recording(data: Path) -> Iterator[None]:
     """``perf record -a`` into ``data`` while the block runs; stopped (SIGINT) at its end."""
-    process = subprocess.Popen(
-        _record_command(data, MAX_RECORD_S),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        preexec_fn=die_with_parent,
-    )
+    ctl_read, ctl_write = os.pipe()
+    ack_read, ack_write = os.pipe()
+    command = _record_command(data, MAX_RECORD_S)
+    command[2:2] = ["-D", "-1", "--control", f"fd:{ctl_read},{ack_write}"]
     try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(ctl_read, ack_write),
+            preexec_fn=die_with_parent,
+        )
+    finally:
+        os.close(ctl_read)
+        os.close(ack_write)
+    try:
+        _enable(process, ctl_write, ack_read)
         yield
     finally:
+        # SIGINT while the control pipe is still open: perf 6.1 fails to write its data
+        # ("pollfd index mismatch") when the pipe closes first.
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
         try:
@@ -476,10 +505,11 @@ def recording(data: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             process.kill()
             _, err = process.communicate()
-        if not data.exists():
-            raise RuntimeError(
-                f"perf record wrote no data: {_last_line(err.decode(errors='replace'))}"
-            )
+        finally:
+            os.close(ctl_write)
+            os.close(ack_read)
+    if not data.exists():
+        raise RuntimeError(f"perf record wrote no data: {_last_line(err.decode(errors='replace'))}")
 
 
 def describe() -> str:
