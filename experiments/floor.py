@@ -96,7 +96,7 @@ class FloorResult:
     encode_ms: float
     samples: tuple[FloorSample, ...]
     profile: perfprofile.Profile
-    #: Set when a load failed: the floor stopped there, the samples so far are kept.
+    #: Set when the encode or a load failed: the floor stopped there, samples so far kept.
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,16 +279,14 @@ def measure(
     payloads: dict[int, list[bytes]] = {}
     encode_ms: dict[int, float] = {}
     expected = 0
-    wanted = set(settings.connections) | ({1} if settings.profile else set())
-    for n in sorted(wanted):
-        started = time.perf_counter()
-        payloads[n], expected = encode_slices(csv_path, url, n)
-        encode_ms[n] = (time.perf_counter() - started) * 1000
     samples: list[FloorSample] = []
     error = ""
-    rounds = settings.warmup + settings.reps
     try:
-        for index in range(rounds):
+        for n in sorted(set(settings.connections) | ({1} if settings.profile else set())):
+            started = time.perf_counter()
+            payloads[n], expected = encode_slices(csv_path, url, n)
+            encode_ms[n] = (time.perf_counter() - started) * 1000
+        for index in range(settings.warmup + settings.reps):
             warmup = index < settings.warmup
             rep = index if warmup else index - settings.warmup
             for n in settings.connections:
@@ -301,10 +299,10 @@ def measure(
                         FloorSample(n, kind, rep, warmup, rows, copy_ms, commit_ms, stamp, spans)
                     )
                     tick(1)
-    except Exception as exc:  # a failed load is data for the report, not a crash
+    except Exception as exc:  # a failure is data for the report, not a crash of the run
         error = _error(exc)
     if error:
-        profile = perfprofile.Profile(False, "the floor stopped after a failed load")
+        profile = perfprofile.Profile(False, "the floor stopped after a failure")
     elif settings.profile:
         profile = take_profile(url, payloads[1], settings.profile_loads, tick)
     else:
@@ -316,8 +314,8 @@ def measure(
         kinds=tuple(settings.kinds),
         reps=settings.reps,
         warmup=settings.warmup,
-        payload_bytes=sum(len(p) for p in payloads[settings.connections[0]]),
-        encode_ms=encode_ms[settings.connections[0]],
+        payload_bytes=sum(len(p) for p in payloads.get(settings.connections[0], [])),
+        encode_ms=encode_ms.get(settings.connections[0], 0.0),
         samples=tuple(samples),
         profile=profile,
         error=error,

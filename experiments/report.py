@@ -341,7 +341,7 @@ def _floor_lines(run: Run, budget_ms: float) -> list[str]:
             f"{r['commit_median']} | {r['commit_min']} | {r['n']} |"
         )
     if view["error"]:
-        lines += ["", f"The floor stopped after a failed load: {view['error']}"]
+        lines += ["", f"The floor stopped after a failure: {view['error']}"]
     profile = view["profile"]
     if profile.taken:
         shares = ", ".join(f"{s['category']} {s['percent']}%" for s in view["shares"])

@@ -165,6 +165,26 @@ def test_floor_measures_sane_windows_and_leaves_nothing_behind(
     assert left == [(-1, "sentinel")]
 
 
+def test_a_failed_load_is_recorded_and_stops_the_floor(db_url: str, small_csv: Path) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA ingest_parts")
+    try:
+        settings = FloorSettings(enabled=True, reps=1, warmup=0, connections=(2,))
+        result = floor.measure(db_url, small_csv, settings)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA ingest_parts")
+    assert result.samples == () and "ingest_parts" in result.error
+    assert not result.profile.taken and "failure" in result.profile.reason
+    view = report.floor_view(results.Run("r", {}, (), Path("."), result), 50.0)
+    assert view["error"] and view["verdict"] == "The floor was not measured in this run."
+
+    wrong = small_csv.with_name("wrong_header.csv")
+    wrong.write_text("a,b\n1,2\n")
+    result = floor.measure(db_url, wrong, FloorSettings(enabled=True, reps=1))
+    assert result.samples == () and result.rows == 0 and result.error.startswith("LabError")
+
+
 def test_profile_with_real_perf(db_url: str, tmp_path: Path) -> None:
     reason = perfprofile.probe()
     if reason is not None:
