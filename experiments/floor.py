@@ -194,6 +194,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+class _Aborted(RuntimeError):
+    """A connection gave up because another one of its load failed."""
+
+
 class _Load:
     """One floor load: N connections, opened before and closed after the timed part."""
 
@@ -222,7 +226,7 @@ class _Load:
             try:
                 self.barrier.wait()
             except threading.BrokenBarrierError:
-                raise RuntimeError("another connection of this load failed first") from None
+                raise _Aborted("another connection of this load failed first") from None
             try:
                 with conn.transaction():
                     common.pin_session(conn)
@@ -245,7 +249,10 @@ class _Load:
         try:
             with ThreadPoolExecutor(max_workers=len(self.payloads)) as pool:
                 futures = [pool.submit(self._slice, k) for k in range(len(self.payloads))]
-                outcomes = [f.result() for f in futures]
+            errors = [e for f in futures if (e := f.exception()) is not None]
+            if errors:  # the cause, not a connection that only saw the barrier break
+                raise min(errors, key=lambda e: isinstance(e, _Aborted))
+            outcomes = [f.result() for f in futures]
         finally:
             self.drop()
         first = min(o[0] for o in outcomes)
