@@ -10,11 +10,14 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments import matrix as matrix_mod
 from experiments import peers, results
 from lab.errors import LabError
+
+if TYPE_CHECKING:
+    from experiments.floor import FloorResult
 
 
 def register(subparsers: Any) -> None:
@@ -73,6 +76,11 @@ def register(subparsers: Any) -> None:
         help="exit 1 when the best strategy's median in-DB time misses the budget",
     )
     bench.add_argument("--out", type=Path, default=None, help="reports folder (default reports/)")
+    bench.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the server floor ([settings.floor]) after the cells",
+    )
     bench.add_argument("--dry-run", action="store_true", help="list the cells, run nothing")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench.set_defaults(handler=bench_command)
@@ -171,6 +179,14 @@ def bench_command(args: argparse.Namespace) -> int:
         for cell in cells:
             print(f"{cell.label():<50} reps {cell.reps} warmup {cell.warmup}")
         print(f"{len(cells)} cells, {matrix_mod.planned_loads(cells)} loads")
+        floor = _floor_settings(args, matrix)
+        if floor is not None:
+            print(
+                f"server floor: {_floor_rows(matrix):,} rows, connections "
+                f"{list(floor.connections)}, kinds {list(floor.kinds)}, reps {floor.reps} "
+                f"warmup {floor.warmup}, profile {'on' if floor.profile else 'off'}: "
+                f"{floor.loads()} loads"
+            )
         return 0
 
     settings = Settings.from_env()
@@ -184,6 +200,52 @@ def bench_command(args: argparse.Namespace) -> int:
     finally:
         if started_here and cluster is not None:
             cluster.down()
+
+
+def _floor_settings(
+    args: argparse.Namespace, matrix: matrix_mod.Matrix
+) -> matrix_mod.FloorSettings | None:
+    """The floor to run after the cells, or None (not declared, disabled, ``--no-floor``)."""
+    floor = matrix.settings.floor
+    return floor if floor.enabled and not args.no_floor else None
+
+
+def _floor_rows(matrix: matrix_mod.Matrix) -> int:
+    return matrix.settings.floor.rows or matrix.settings.reference_rows
+
+
+def _run_floor(
+    url: str, csv: Path, floor: matrix_mod.FloorSettings, rows: int, progress: bool
+) -> tuple[FloorResult | None, bool]:
+    """The server floor with its own progress bar; (result or None, interrupted)."""
+    from experiments import floor as floor_mod
+    from experiments.runner import progress_bar
+
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"server floor {rows:,} rows", total=floor.loads())
+        try:
+            result = floor_mod.measure(url, csv, floor, lambda n: bar.advance(task, n))
+        except KeyboardInterrupt:
+            return None, True
+    if result.error and progress:
+        bar.console.print(f"[red]failed[/red] server floor: {result.error}")
+    return result, False
+
+
+def _floor_note(
+    floor: FloorResult | None,
+    settings: matrix_mod.FloorSettings | None,
+    args: argparse.Namespace,
+    interrupted: bool,
+) -> str:
+    """Why a run has no floor (empty when it has one), for the report."""
+    if floor is not None:
+        return ""
+    if args.no_floor:
+        return "skipped: lab bench --no-floor"
+    if settings is None:
+        return "off: the matrix file declares no [settings.floor] (or enabled = false)"
+    return "interrupted before the floor (Ctrl-C)" if interrupted else "not measured"
 
 
 def _bench(
@@ -211,13 +273,24 @@ def _bench(
     clock = time.monotonic()
     wants_http = any(c.path == "http" for c in cells)
 
+    floor_settings = _floor_settings(args, matrix)
+    floor_rows = _floor_rows(matrix)
+    progress = not args.no_progress and sys.stderr.isatty()
+    floor = None
+
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
-        files = generate_files([c.rows for c in cells], Path(tmp), matrix.settings.seed)
+        sizes = [c.rows for c in cells] + ([floor_rows] if floor_settings else [])
+        files = generate_files(sizes, Path(tmp), matrix.settings.seed)
         with contextlib.ExitStack() as stack:
             target, why = _enter_stack(stack, url, wants_http)
             runner = Runner(url, run_id, files, http=target, http_unavailable=why)
-            samples = runner.run(cells, progress=not args.no_progress and sys.stderr.isatty())
+            samples = runner.run(cells, progress=progress)
             http_via = target.via if target is not None else why
+        # After the cells and without the upload service: the same database, a quiet server.
+        if floor_settings is not None and not runner.interrupted:
+            floor, runner.interrupted = _run_floor(
+                url, files[floor_rows], floor_settings, floor_rows, progress
+            )
 
     metadata = {
         "matrix": name,
@@ -236,11 +309,12 @@ def _bench(
         "strategies": {n: strategies.REGISTRY[n].description for n in strategies.names()},
         "peers": {p.name: p.description for p in peers.PEERS.values()},
         "psql": _psql_version(),
+        "floor_note": _floor_note(floor, floor_settings, args, runner.interrupted),
         "bootstrap_resamples": 2000,
         **results.machine_metadata(),
         "server": results.server_metadata(url),
     }
-    run = results.save(folder, run_id, metadata, samples)
+    run = results.save(folder, run_id, metadata, samples, floor)
     html = report.render(run, budget)
     results.point_latest(reports, folder)
     print(report.markdown_summary(run, budget))

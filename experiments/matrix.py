@@ -48,6 +48,77 @@ class Cell:
         return f"{self.name} {self.path} {self.rows:,} {self.variant}{extra}"
 
 
+#: Table kinds of the server floor (``experiments/floor.py``).
+FLOOR_KINDS = ("durable", "unlogged")
+
+
+@dataclass(frozen=True)
+class FloorSettings:
+    """``[settings.floor]``: the server-floor measurement run after the cells.
+
+    Absent from a matrix file means off (a file declares what it runs); ``rows`` 0 means
+    the reference size.
+    """
+
+    enabled: bool = False
+    rows: int = 0
+    connections: tuple[int, ...] = (1, 2)
+    kinds: tuple[str, ...] = FLOOR_KINDS
+    reps: int = 7
+    warmup: int = 1
+    profile: bool = True
+    profile_loads: int = 10
+
+    def loads(self) -> int:
+        """Loads the floor runs (progress total): every (N, kind) per repetition + profile."""
+        per_round = len(self.connections) * len(self.kinds)
+        return per_round * (self.reps + self.warmup) + (self.profile_loads if self.profile else 0)
+
+
+def floor_settings(raw: Any, where: str = "[settings.floor]") -> FloorSettings:
+    """Read and check ``[settings.floor]`` (None = not declared = off)."""
+    if raw is None:
+        return FloorSettings()
+    if not isinstance(raw, dict):
+        raise LabError(f"{where} must be a table", code="bad_matrix")
+    known = {f for f in FloorSettings.__dataclass_fields__}
+    if unknown := sorted(set(raw) - known):
+        raise LabError(
+            f"{where}: unknown key {unknown[0]!r}; use {', '.join(sorted(known))}",
+            code="bad_matrix",
+        )
+    default = FloorSettings()
+    floor = FloorSettings(
+        enabled=bool(raw.get("enabled", True)),
+        rows=int(raw.get("rows", default.rows)),
+        connections=tuple(int(n) for n in _as_list(raw.get("connections"), [1, 2])),
+        kinds=tuple(str(k) for k in _as_list(raw.get("kinds"), list(FLOOR_KINDS))),
+        reps=int(raw.get("reps", default.reps)),
+        warmup=int(raw.get("warmup", default.warmup)),
+        profile=bool(raw.get("profile", default.profile)),
+        profile_loads=int(raw.get("profile_loads", default.profile_loads)),
+    )
+    if bad := [k for k in floor.kinds if k not in FLOOR_KINDS]:
+        raise LabError(
+            f"{where}: unknown kind {bad[0]!r}; use {', '.join(FLOOR_KINDS)}", code="bad_matrix"
+        )
+    if (
+        not floor.connections
+        or not floor.kinds
+        or any(n < 1 for n in floor.connections)
+        or floor.rows < 0
+        or floor.reps < 1
+        or floor.warmup < 0
+        or floor.profile_loads < 1
+    ):
+        raise LabError(
+            f"{where}: connections and kinds non-empty, connections >= 1, rows >= 0, "
+            "reps >= 1, warmup >= 0, profile_loads >= 1",
+            code="bad_matrix",
+        )
+    return floor
+
+
 @dataclass(frozen=True)
 class Settings:
     seed: int = 42
@@ -56,6 +127,7 @@ class Settings:
     reference_rows: int = 100_000
     #: The other targets of the budget section (``[settings.targets]``), as declared.
     targets: dict[str, Any] = field(default_factory=dict)
+    floor: FloorSettings = FloorSettings()
 
 
 @dataclass(frozen=True)
@@ -95,6 +167,7 @@ def load(name: str = "default", file: Path | None = None) -> Matrix:
         budget_ms=float(raw.get("budget_ms", Settings.budget_ms)),
         reference_rows=int(raw.get("reference_rows", Settings.reference_rows)),
         targets=dict(raw.get("targets", {})),
+        floor=floor_settings(raw.get("floor")),
     )
     section = data.get(name)
     if not isinstance(section, dict) or not section.get("cells"):

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from experiments import charts, loadresults, stats, tuning
+from experiments import charts, floor, loadresults, perfprofile, stats, tuning
 from experiments.results import Run
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -190,6 +190,52 @@ def _ratio_pivot(ratios: pd.DataFrame) -> tuple[list[str], list[dict[str, Any]]]
     return peer_names, rows
 
 
+def floor_view(run: Run, budget_ms: float) -> dict[str, Any]:
+    """The "Server floor" subsection: its table, the profile, the computed verdict."""
+    result = run.floor
+    if result is None:
+        note = str(run.metadata.get("floor_note") or "not measured (a run from before the floor)")
+        return {"measured": False, "note": note, "verdict": "The floor was not measured."}
+    rows = floor.summary(result)
+    profile = result.profile
+    return {
+        "measured": True,
+        "rows": f"{result.rows:,}",
+        "csv_mb": f"{result.csv_bytes / 1e6:.1f}",
+        "payload_mb": f"{result.payload_bytes / 1e6:.1f}",
+        "encode_ms": _ms(result.encode_ms, 0),
+        "reps": result.reps,
+        "warmup": result.warmup,
+        "error": result.error,
+        "table": [
+            {
+                "connections": r.connections,
+                "kind": r.kind,
+                "n": r.n,
+                "copy_median": _ms(r.copy_median),
+                "copy_min": _ms(r.copy_min),
+                "commit_median": _ms(r.commit_median),
+                "commit_min": _ms(r.commit_min),
+            }
+            for r in rows
+        ],
+        "verdict": floor.verdict(rows, budget_ms),
+        "profile": profile,
+        "shares": [
+            {
+                "category": s.category,
+                "percent": f"{s.percent:.1f}",
+                "note": perfprofile.CATEGORY_NOTES[s.category],
+            }
+            for s in profile.shares
+        ],
+        "top": [
+            {"symbol": sym, "category": cat, "percent": f"{pct:.1f}"}
+            for sym, cat, pct in profile.top
+        ],
+    }
+
+
 def render(run: Run, budget_ms: float | None = None) -> Path:
     """Write ``charts/*.png`` and ``index.html`` into the run folder; returns the HTML path."""
     a = analyse(run, budget_ms)
@@ -212,6 +258,7 @@ def render(run: Run, budget_ms: float | None = None) -> Path:
         budget_ms=a.budget_ms,
         reference_rows=a.reference_rows,
         checks=a.checks,
+        floor=floor_view(run, a.budget_ms),
         tuning_log=tuning.load(),
         charts=chart_list,
         cells=_cells(a.table),
@@ -272,4 +319,33 @@ def markdown_summary(run: Run, budget_ms: float | None = None) -> str:
     for check in a.checks:
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
         lines.append(f"- {verdict} — {check.title}: {check.measured} (target {check.target})")
+    lines += ["", *_floor_lines(run, a.budget_ms)]
     return "\n".join(lines)
+
+
+def _floor_lines(run: Run, budget_ms: float) -> list[str]:
+    """The server floor in the markdown summary: table, profile shares, verdict."""
+    view = floor_view(run, budget_ms)
+    if not view["measured"]:
+        return [f"Server floor: {view['note'].rstrip('.')}."]
+    lines = [
+        f"Server floor ({view['rows']} rows pre-encoded as binary COPY, COPY FREEZE into a "
+        "table created in the transaction; server clock, ms):",
+        "",
+        "| N | kind | COPY median | COPY min | +commit median | +commit min | runs |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in view["table"]:
+        lines.append(
+            f"| {r['connections']} | {r['kind']} | {r['copy_median']} | {r['copy_min']} | "
+            f"{r['commit_median']} | {r['commit_min']} | {r['n']} |"
+        )
+    if view["error"]:
+        lines += ["", f"The floor stopped after a failure: {view['error']}"]
+    profile = view["profile"]
+    if profile.taken:
+        shares = ", ".join(f"{s['category']} {s['percent']}%" for s in view["shares"])
+        lines += ["", f"Profile (N=1 durable, {profile.samples} samples): {shares}."]
+    else:
+        lines += ["", f"No profile: {profile.reason.rstrip('.')}."]
+    return [*lines, "", view["verdict"]]

@@ -22,11 +22,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pandas is the bench extra; `lab db …` must work without it
     import pandas as pd
 
+from experiments.floor import FloorResult
 from experiments.measure import COLUMNS, TIMING_FIELDS, Sample
 from lab.config import PROJECT_ROOT
 from lab.errors import LabError
 
-SCHEMA_VERSION = 1
+#: 2 added ``floor`` (the server floor, ``experiments/floor.py``; null when not measured).
+SCHEMA_VERSION = 2
+#: Versions this lab still reads: a version-1 file is a run without a floor.
+READABLE_VERSIONS = (1, 2)
 DEFAULT_REPORTS = PROJECT_ROOT / "reports"
 #: Server settings recorded with every run: the ingest-tuned ones plus what else moves loads.
 PG_SETTINGS = (
@@ -67,6 +71,8 @@ class Run:
     metadata: dict[str, Any]
     samples: tuple[Sample, ...]
     folder: Path
+    #: The server floor measured with the run, or None (not declared, or an older file).
+    floor: FloorResult | None = None
 
     def frame(self) -> pd.DataFrame:
         return to_frame(self.samples)
@@ -168,7 +174,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def save(folder: Path, run_id: str, metadata: Mapping[str, Any], samples: Sequence[Sample]) -> Run:
+def save(
+    folder: Path,
+    run_id: str,
+    metadata: Mapping[str, Any],
+    samples: Sequence[Sample],
+    floor: FloorResult | None = None,
+) -> Run:
     """Write results.json and results.csv into ``folder`` (created)."""
     folder.mkdir(parents=True, exist_ok=True)
     document = {
@@ -176,12 +188,13 @@ def save(folder: Path, run_id: str, metadata: Mapping[str, Any], samples: Sequen
         "run_id": run_id,
         "metadata": dict(metadata),
         "samples": [s.to_dict() for s in samples],
+        "floor": None if floor is None else floor.to_dict(),
     }
     tmp = folder / "results.json.tmp"
     tmp.write_text(json.dumps(_clean(document), indent=1, sort_keys=False) + "\n")
     tmp.replace(folder / "results.json")
     to_frame(samples).to_csv(folder / "results.csv", index=False)
-    return Run(run_id, dict(metadata), tuple(samples), folder)
+    return Run(run_id, dict(metadata), tuple(samples), folder, floor)
 
 
 def point_latest(reports: Path, folder: Path) -> Path:
@@ -227,11 +240,13 @@ def load(folder: Path) -> Run:
     except (OSError, ValueError) as exc:
         raise LabError(f"cannot read {folder}/results.json: {exc}", code="bad_results") from None
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise LabError(
             f"{folder}/results.json has schema_version {version!r}; this lab reads "
-            f"{SCHEMA_VERSION}",
+            f"{', '.join(str(v) for v in READABLE_VERSIONS)}",
             code="bad_results",
         )
     samples = tuple(Sample.from_dict(s) for s in document["samples"])
-    return Run(str(document["run_id"]), dict(document["metadata"]), samples, folder)
+    raw_floor = document.get("floor")
+    floor = None if raw_floor is None else FloorResult.from_dict(raw_floor)
+    return Run(str(document["run_id"]), dict(document["metadata"]), samples, folder, floor)

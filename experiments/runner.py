@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -25,6 +25,9 @@ from experiments.matrix import Cell, planned_loads
 from experiments.measure import Sample
 from experiments.upload import Body, multipart_body, upload
 from lab.fakedata import write_csv
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 Progress = Callable[[int], None]
 
@@ -203,27 +206,8 @@ class Runner:
 
     def run(self, cells: Sequence[Cell], *, progress: bool = True) -> list[Sample]:
         """Every cell in order, with a rich progress bar (and ETA) on a terminal."""
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
         samples: list[Sample] = []
-        columns = (
-            TextColumn("[progress.description]{task.description:<44}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        console = Console(stderr=True)  # stdout stays for the markdown summary
-        with RichProgress(*columns, console=console, disable=not progress, transient=False) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("benchmark", total=planned_loads(cells))
             try:
                 for cell in cells:
@@ -237,3 +221,29 @@ class Runner:
                 # Keep what was measured: the caller saves and reports a partial run.
                 self.interrupted = True
         return samples
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[RichProgress]:
+    """The run's rich progress bar (on stderr, with ETA); hidden when not ``enabled``."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    columns = (
+        TextColumn("[progress.description]{task.description:<44}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    console = Console(stderr=True)  # stdout stays for the markdown summary
+    with RichProgress(*columns, console=console, disable=not enabled, transient=False) as bar:
+        yield bar
