@@ -25,11 +25,11 @@ from psycopg import sql
 
 from lab.config import Settings
 from lab.errors import LabError
-from strategies import common, fastencode, spool
+from strategies import common, fastencode, parts, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import binary_lines, move_rows, run_slices
+from strategies.slices import binary_lines, connections, move_rows, run_slices
 from strategies.unlogged_staging import STAGING_SCHEMA
 
 
@@ -64,14 +64,15 @@ class ParallelBinary(Strategy):
             parse_ms = (time.perf_counter() - parse_start) * 1000
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
+            conns = stack.enter_context(connections(db, n))
             loaded = False
             try:
                 starts = run_slices(
                     n,
-                    lambda k: self._slice(db, plan, stages[k], payloads[k]),
+                    lambda k: self._slice(conns[k], plan, stages[k], payloads[k]),
                     binary_lines(encoded.line_map, n),
                 )
-                conn = stack.enter_context(db.connection())
+                conn = conns[0]
                 with conn.transaction():
                     common.pin_session(conn)
                     moved = conn.execute(move_rows(plan.target, plan.names, stages))
@@ -90,8 +91,7 @@ class ParallelBinary(Strategy):
                 raise
             finally:
                 if not loaded:  # on success the final transaction dropped them
-                    with db.connection() as cleanup:
-                        self._drop(cleanup, stages)
+                    parts.drop(db, conns, stages)
         return LoadResult(
             strategy=self.name,
             table=table,
@@ -106,12 +106,14 @@ class ParallelBinary(Strategy):
         )
 
     @staticmethod
-    def _slice(db: Connector, plan: common.Plan, stage: sql.Identifier, payload: BinaryIO) -> float:
+    def _slice(
+        conn: common.Conn, plan: common.Plan, stage: sql.Identifier, payload: BinaryIO
+    ) -> float:
         """Create one staging table and COPY one slice into it; returns its server start."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
             stage, plan.target.column_list(plan.names)
         )
-        with db.connection() as conn, conn.transaction():
+        with conn.transaction():
             common.pin_session(conn)
             start = common.server_clock_ms(conn)
             conn.execute(
@@ -122,12 +124,3 @@ class ParallelBinary(Strategy):
             with conn.cursor() as cur:
                 copy_spool(cur, statement, payload)
         return start
-
-    @staticmethod
-    def _drop(conn: common.Conn, stages: list[sql.Identifier]) -> None:
-        """Remove whatever staging tables are left (after a failure; no-op on success)."""
-        if conn.closed or conn.broken:
-            return
-        with conn.transaction():
-            for s in stages:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(s))

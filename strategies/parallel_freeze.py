@@ -40,7 +40,7 @@ from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import binary_lines, run_slices
+from strategies.slices import binary_lines, connections, run_slices
 
 PARTS_SCHEMA = parts.SCHEMA
 
@@ -74,14 +74,15 @@ class ParallelFreeze(Strategy):
             encoded = fastencode.encode(reader.stream, plan.columns, payloads)
             parse_ms = (time.perf_counter() - parse_start) * 1000
             tables = parts.names(table, n)
+            conns = stack.enter_context(connections(db, n))
             published = False
             try:
                 spans = run_slices(
                     n,
-                    lambda k: self._slice(db, plan, tables[k], payloads[k]),
+                    lambda k: self._slice(conns[k], plan, tables[k], payloads[k]),
                     binary_lines(encoded.line_map, n),
                 )
-                conn = stack.enter_context(db.connection())
+                conn = conns[0]  # its slice is committed: it publishes them all
                 with conn.transaction():
                     common.pin_session(conn)
                     publish_start = common.server_clock_ms(conn)
@@ -99,8 +100,7 @@ class ParallelFreeze(Strategy):
                 raise
             finally:
                 if not published:
-                    with db.connection() as cleanup:
-                        parts.drop(cleanup, tables)
+                    parts.drop(db, conns, tables)
         first = min(start for start, _ in spans)
         return LoadResult(
             strategy=self.name,
@@ -121,18 +121,17 @@ class ParallelFreeze(Strategy):
 
     @staticmethod
     def _slice(
-        db: Connector, plan: common.Plan, part: sql.Identifier, payload: BinaryIO
+        conn: common.Conn, plan: common.Plan, part: sql.Identifier, payload: BinaryIO
     ) -> tuple[float, float]:
         """Create one slice table and COPY … FREEZE into it; returns its server start and
         the server time just after its commit."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
             part, plan.target.column_list(plan.names)
         )
-        with db.connection() as conn:
-            with conn.transaction():
-                common.pin_session(conn)
-                start = common.server_clock_ms(conn)
-                parts.create(conn, part, plan.target)
-                with conn.cursor() as cur:
-                    copy_spool(cur, statement, payload)
-            return start, common.server_clock_ms(conn)
+        with conn.transaction():
+            common.pin_session(conn)
+            start = common.server_clock_ms(conn)
+            parts.create(conn, part, plan.target)
+            with conn.cursor() as cur:
+                copy_spool(cur, statement, payload)
+        return start, common.server_clock_ms(conn)

@@ -34,7 +34,7 @@ from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.recordsplit import BLOCK_BYTES, Dealer
-from strategies.slices import run_slices
+from strategies.slices import connections, run_slices
 
 # Chunks in flight per stream: enough slack that one slower backend does not stall the
 # others at every block, while a load holds at most N * 8 * CHUNK_BYTES (2 MiB for two).
@@ -88,36 +88,37 @@ class ParallelText(Strategy):
                 for f in feeds:
                     f.put(None)
 
-        published = False
-        try:
-            spans = run_slices(
-                n,
-                lambda k: self._slice(db, plan, tables[k], feeds[k], broken),
-                dealer.line_of,
-                deal,
-            )
-            with db.connection() as conn, conn.transaction():
-                common.pin_session(conn)
-                publish_start = common.server_clock_ms(conn)
-                empty = frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0)
-                moved = parts.publish(
-                    conn, plan.target, plan.names, tables, attach=attach, empty=empty
+        with connections(db, n) as conns:
+            published = False
+            try:
+                spans = run_slices(
+                    n,
+                    lambda k: self._slice(conns[k], plan, tables[k], feeds[k], broken),
+                    dealer.line_of,
+                    deal,
                 )
-                rows = sum(r for _, _, r in spans) if moved is None else moved
-                end = common.server_clock_ms(conn)
-                if finalize is not None:
-                    conn.execute(finalize(rows).encode())
-                commit_start = time.perf_counter()
-            commit_ms = (time.perf_counter() - commit_start) * 1000
-            published = True
-        except psycopg.Error as exc:
-            if is_input_error(exc):
-                raise copy_error(exc) from None
-            raise
-        finally:
-            if not published:
-                with db.connection() as cleanup:
-                    parts.drop(cleanup, tables)
+                conn = conns[0]  # its part is committed: it publishes them all
+                with conn.transaction():
+                    common.pin_session(conn)
+                    publish_start = common.server_clock_ms(conn)
+                    empty = frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0)
+                    moved = parts.publish(
+                        conn, plan.target, plan.names, tables, attach=attach, empty=empty
+                    )
+                    rows = sum(r for _, _, r in spans) if moved is None else moved
+                    end = common.server_clock_ms(conn)
+                    if finalize is not None:
+                        conn.execute(finalize(rows).encode())
+                    commit_start = time.perf_counter()
+                commit_ms = (time.perf_counter() - commit_start) * 1000
+                published = True
+            except psycopg.Error as exc:
+                if is_input_error(exc):
+                    raise copy_error(exc) from None
+                raise
+            finally:
+                if not published:
+                    parts.drop(db, conns, tables)
         first = min(start for start, _, _ in spans)
         return LoadResult(
             strategy=self.name,
@@ -138,7 +139,7 @@ class ParallelText(Strategy):
 
     @staticmethod
     def _slice(
-        db: Connector,
+        conn: common.Conn,
         plan: common.Plan,
         part: sql.Identifier,
         feed: queue.Queue[bytes | None],
@@ -152,19 +153,18 @@ class ParallelText(Strategy):
         )
         piece: bytes | None = b""
         try:
-            with db.connection() as conn:
-                with conn.transaction():
-                    common.pin_session(conn)
-                    start = common.server_clock_ms(conn)
-                    parts.create(conn, part, plan.target)
-                    with conn.cursor() as cur:
-                        with cur.copy(statement) as copy:
-                            while (piece := feed.get()) is not None:
-                                copy.write(piece)
-                            if broken.is_set():
-                                raise _Aborted
-                        rows = cur.rowcount
-                return start, common.server_clock_ms(conn), rows
+            with conn.transaction():
+                common.pin_session(conn)
+                start = common.server_clock_ms(conn)
+                parts.create(conn, part, plan.target)
+                with conn.cursor() as cur:
+                    with cur.copy(statement) as copy:
+                        while (piece := feed.get()) is not None:
+                            copy.write(piece)
+                        if broken.is_set():
+                            raise _Aborted
+                    rows = cur.rowcount
+            return start, common.server_clock_ms(conn), rows
         finally:
             while piece is not None:
                 piece = feed.get()

@@ -17,8 +17,9 @@ import uuid
 from psycopg import sql
 
 from strategies import common
+from strategies.base import Connector
 from strategies.catalog import Target
-from strategies.slices import move_rows
+from strategies.slices import move_rows, usable
 
 #: Where part tables live (migration 004): outside ``ingest``, so never upload targets.
 SCHEMA = "ingest_parts"
@@ -75,10 +76,18 @@ def publish(
     return moved
 
 
-def drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
-    """Remove whatever parts exist (after a failure; none are left otherwise)."""
-    if conn.closed or conn.broken:
-        return
+def drop(db: Connector, conns: list[common.Conn], parts: list[sql.Identifier]) -> None:
+    """Remove whatever parts exist (after a failure; none are left otherwise), on one of
+    the load's own connections that still works, else on a new one."""
+    conn = usable(conns)
+    if conn is None:
+        with db.connection() as fresh:
+            _drop(fresh, parts)
+    else:
+        _drop(conn, parts)
+
+
+def _drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
     with conn.transaction():
         for part in parts:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(part))

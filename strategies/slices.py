@@ -9,7 +9,9 @@ it would in one COPY of the whole file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -18,13 +20,39 @@ from psycopg import sql
 
 from lab.errors import LabError
 from strategies import binary
+from strategies.base import Connector
 from strategies.catalog import Target
+from strategies.common import Conn
 from strategies.pgerrors import copy_error, is_input_error
 
 T = TypeVar("T")
 
 #: (slice k, line number the server reported in slice k's COPY) → line of the upload.
 LineOf = Callable[[int, int], int]
+
+
+#: Held while one load takes its N connections (see ``connections``).
+_ACQUIRING = threading.Lock()
+
+
+@contextlib.contextmanager
+def connections(db: Connector, n: int) -> Iterator[list[Conn]]:
+    """N connections for one load, taken before any slice starts.
+
+    Loads take their N under one lock: on a small pool (the service's, per worker) two
+    parallel loads could otherwise each hold part of what they need and wait for each
+    other until the pool times out. Taking them up front also keeps connection set-up
+    out of the load's in-DB window.
+    """
+    with contextlib.ExitStack() as stack:
+        with _ACQUIRING:
+            conns = [stack.enter_context(db.connection()) for _ in range(n)]
+        yield conns
+
+
+def usable(conns: list[Conn]) -> Conn | None:
+    """A connection of the load still fit for a statement (for publishing or cleanup)."""
+    return next((c for c in conns if not (c.closed or c.broken)), None)
 
 
 def binary_lines(line_map: binary.LineMap, n: int) -> LineOf:
