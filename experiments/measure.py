@@ -52,6 +52,8 @@ class Sample:
     wall_ms: float | None = None
     http_ms: float | None = None
     started_at: str = ""
+    #: HTTP path: the serving worker's peak RSS growth over the upload (experiments/workers.py)
+    rss_growth_mb: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -108,4 +110,5 @@ COLUMNS = (
     "bytes",
     *TIMING_FIELDS,
     "started_at",
+    "rss_growth_mb",
 )

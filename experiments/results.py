@@ -83,7 +83,7 @@ def to_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame([s.to_dict() for s in samples], columns=list(COLUMNS))
-    for name in TIMING_FIELDS:
+    for name in (*TIMING_FIELDS, "rss_growth_mb"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     for name in ("rows_loaded", "bytes"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")

@@ -24,6 +24,7 @@ from experiments import peers
 from experiments.matrix import Cell, planned_loads
 from experiments.measure import Sample
 from experiments.upload import Body, multipart_body, upload
+from experiments.workers import RssWatch
 from lab.fakedata import write_csv
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ class HttpTarget:
     base_url: str
     verify: bool | str
     via: str
+    #: gunicorn's master process, whose workers' RSS the HTTP samples record (if known)
+    server_pid: int | None = None
 
 
 def generate_files(rows: Sequence[int], folder: Path, seed: int) -> dict[int, Path]:
@@ -63,9 +66,11 @@ def http_stack(url: str) -> Iterator[HttpTarget | None]:
     with running_stack(url) as info:  # nginx in front when installed (the stack finds it)
         if info.https_url:
             verify = str(info.ca_file) if info.ca_file else False
-            yield HttpTarget(str(info.https_url), verify, "nginx (TLS) -> gunicorn")
+            yield HttpTarget(
+                str(info.https_url), verify, "nginx (TLS) -> gunicorn", info.gunicorn_pid
+            )
         else:
-            yield HttpTarget(str(info.http_url), True, "gunicorn (TCP)")
+            yield HttpTarget(str(info.http_url), True, "gunicorn (TCP)", info.gunicorn_pid)
 
 
 def _error(exc: BaseException) -> str:
@@ -129,10 +134,12 @@ class Runner:
         body = self._bodies.get(cell.rows)
         if body is None:
             body = self._bodies[cell.rows] = multipart_body(self.files[cell.rows])
+        watch = RssWatch(self.http.server_pid)
         with requests.Session() as session:
             result = upload(
                 session, self.http.base_url, cell.table, cell.name, body, verify=self.http.verify
             )
+        rss_growth = watch.growth_mb()
         return {
             "rows_loaded": result.rows,
             "bytes": result.bytes,
@@ -142,6 +149,7 @@ class Runner:
             "total_ms": result.total_ms,
             "wall_ms": result.wall_ms,
             "http_ms": result.http_ms,
+            "rss_growth_mb": rss_growth,
         }
 
     def _peer(self, cell: Cell, worker: int) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def test_budget_checks_pick_the_best_strategy_and_compare_with_psql() -> None:
     assert stats.budget_checks(table, 30.0, 100_000)[0].passed is False
 
 
-def _http(rows: int, walls: list[float]) -> list[Sample]:
+def _http(rows: int, walls: list[float], rss: float | None = None) -> list[Sample]:
     return [
         Sample(
             run_id="r",
@@ -133,6 +133,7 @@ def _http(rows: int, walls: list[float]) -> list[Sample]:
             ok=True,
             in_db_ms=w / 2,
             wall_ms=w,
+            rss_growth_mb=rss,
         )
         for i, w in enumerate(walls)
     ]
@@ -147,6 +148,16 @@ def test_scale_check_compares_throughput_with_the_reference_http_cell() -> None:
     ok = stats.budget_checks(stats.summary(results.to_frame(ref + fine), 50.0), 50.0, 100_000)
     # Throughput holds; RSS is not in the samples, so the line cannot pass on its own.
     assert ok[3].passed is None and ok[3].measured.startswith("0.91x")
+    assert "RSS growth not recorded" in ok[3].measured
+
+
+@pytest.mark.parametrize(("rss", "passed"), [(12.0, True), (180.0, False)])
+def test_scale_check_judges_worker_rss_growth(rss: float, passed: bool) -> None:
+    ref = _http(100_000, [400.0, 410.0, 420.0])
+    fine = _http(10_000_000, [45_000.0], rss=rss)
+    check = stats.budget_checks(stats.summary(results.to_frame(ref + fine), 50.0), 50.0, 100_000)
+    assert check[3].passed is passed
+    assert f"{rss:.1f} MB" in check[3].measured
 
 
 def test_results_round_trip_and_schema_version(tmp_path: Path) -> None:
