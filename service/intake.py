@@ -2,7 +2,10 @@
 
 * A raw ``text/csv`` body is read straight off the socket as the strategy consumes it.
 * A ``multipart/form-data`` body is parsed incrementally (streaming-form-data, a C
-  parser) and its ``file`` part spooled: in memory up to ``spool_bytes``, then on disk.
+  parser) as the strategy reads its ``file`` part: each read pulls the next piece of the
+  body through the parser.
+* Strategies that need a seekable input get either one spooled first: in memory up to
+  ``spool_bytes``, then on disk.
 
 Both count and SHA-256 the CSV bytes as they pass and refuse a body over the size limit
 (413) as soon as it is exceeded, whatever the Content-Length claimed.
@@ -14,6 +17,7 @@ import hashlib
 import io
 import re
 import tempfile
+from collections import deque
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
@@ -127,12 +131,12 @@ def spool(source: BinaryIO, spool_bytes: int) -> BinaryIO:
     return spooled  # type: ignore[return-value]
 
 
-class _SpoolTarget(BaseTarget):  # type: ignore[misc]
-    """Receives the ``file`` part: into the spool and the digest, chunk by chunk."""
+class _FileTarget(BaseTarget):  # type: ignore[misc]
+    """Receives the ``file`` part: into ``sink`` and the digest, chunk by chunk."""
 
-    def __init__(self, spool: IO[bytes], digest: Digest, limit: int) -> None:
+    def __init__(self, sink: deque[bytes], digest: Digest, limit: int) -> None:
         super().__init__()
-        self._spool = spool
+        self._sink = sink
         self._digest = digest
         self._limit = limit
         self.complete = False
@@ -151,48 +155,80 @@ class _SpoolTarget(BaseTarget):  # type: ignore[misc]
         self._digest.update(chunk)
         if self._digest.nbytes > self._limit:
             raise too_large(self._limit)
-        self._spool.write(chunk)
+        self._sink.append(chunk)
 
     def on_finish(self) -> None:
         self.complete = True
 
 
-def spool_multipart(
-    stream: IO[bytes], content_type: str, digest: Digest, *, limit: int, spool_bytes: int
-) -> BinaryIO:
-    """Parse a multipart body as it arrives; returns its ``file`` part, rewound.
+class _MultipartFile(io.RawIOBase):
+    """The ``file`` part of a multipart body, parsed as it is read.
 
-    The caller closes the returned file (a spooled temporary file, deleted on close).
+    Each read feeds the next piece of the body to the parser, which hands the part's
+    bytes to ``_FileTarget``; what it found waits in a queue of at most one read's worth.
+    A body without the part, or cut before its closing boundary, fails at its end, before
+    the reader reports end of file: a strategy never commits such an upload.
     """
-    spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes, prefix="lab-upload-")  # noqa: SIM115
-    try:
-        target = _SpoolTarget(spool, digest, limit)
+
+    def __init__(self, stream: IO[bytes], content_type: str, digest: Digest, limit: int) -> None:
+        self._stream = stream
+        self._content_type = content_type
+        self._limit = limit
+        self._received = 0
+        self._chunks: deque[bytes] = deque()
+        self._target = _FileTarget(self._chunks, digest, limit)
+        self._parser: StreamingFormDataParser | None = None
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._chunks and not self._done:
+            self._pump()
+        if not self._chunks:
+            return 0
+        head = self._chunks[0]
+        n = min(len(buffer), len(head))
+        buffer[:n] = head[:n]
+        if n == len(head):
+            self._chunks.popleft()
+        else:
+            self._chunks[0] = head[n:]
+        return n
+
+    def _pump(self) -> None:
         try:
-            parser = StreamingFormDataParser(headers={"Content-Type": content_type})
-            parser.register(FILE_FIELD, target)
-            received = 0
-            while chunk := read_body(stream, READ_BYTES):
-                received += len(chunk)
+            if self._parser is None:
+                self._parser = StreamingFormDataParser(headers={"Content-Type": self._content_type})
+                self._parser.register(FILE_FIELD, self._target)
+            chunk = read_body(self._stream, READ_BYTES)
+            if chunk:
+                self._received += len(chunk)
                 # The envelope (boundaries, other fields) counts against the limit too.
-                if received > limit + 64 * 1024:
-                    raise too_large(limit)
-                parser.data_received(chunk)
+                if self._received > self._limit + 64 * 1024:
+                    raise too_large(self._limit)
+                self._parser.data_received(chunk)
+                return
         except ParseFailedException as exc:
             raise LabError(f"malformed multipart body: {exc}", code="bad_multipart") from None
-        if not target.seen:
+        self._done = True
+        if not self._target.seen:
             raise LabError(
                 f"the multipart body has no {FILE_FIELD!r} field (use -F {FILE_FIELD}=@data.csv)",
                 code="missing_file",
             )
-        if not target.complete:
+        if not self._target.complete:
             raise LabError(
                 "the multipart body ended before its closing boundary", code="bad_multipart"
             )
-        spool.seek(0)
-        return spool  # type: ignore[return-value]
-    except BaseException:
-        spool.close()
-        raise
+
+
+def multipart_source(
+    stream: IO[bytes], content_type: str, digest: Digest, *, limit: int
+) -> BinaryIO:
+    """A buffered reader over the ``file`` part of a multipart body (see ``_MultipartFile``)."""
+    return io.BufferedReader(_MultipartFile(stream, content_type, digest, limit), READ_BYTES)
 
 
 #: Leading bytes of compressed or archive formats (gzip, zip/xlsx, bzip2, xz, zstd): such

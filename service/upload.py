@@ -259,29 +259,24 @@ def _replay_body(row: dict[str, Any]) -> dict[str, Any]:
 def _open_body(
     kind: str, digest: intake.Digest, settings: Settings, *, spool_raw: bool
 ) -> Iterator[BinaryIO]:
-    """The CSV stream of this request: the spooled multipart part, or the raw body (read
-    off the socket by streaming strategies, spooled first for the others); either way
-    checked for compression and with uniform line endings (``intake.csv_body``)."""
+    """The CSV stream of this request: the multipart ``file`` part or the raw body, read
+    off the socket as the strategy consumes it (spooled first for strategies that need a
+    seekable file); either way checked for compression and with uniform line endings
+    (``intake.csv_body``)."""
     if kind == "multipart":
-        spool = intake.spool_multipart(
-            request.stream,
-            request.content_type or "",
-            digest,
-            limit=settings.max_upload_bytes,
-            spool_bytes=settings.spool_bytes,
+        source = intake.multipart_source(
+            request.stream, request.content_type or "", digest, limit=settings.max_upload_bytes
         )
-        with spool:
-            yield intake.csv_body(spool)
     else:
         source = intake.raw_source(
             request.stream, digest, settings.max_upload_bytes, request.content_length
         )
-        if not spool_raw:
-            yield intake.csv_body(source)
-            return
-        # Spooled already checked and rewritten, so the strategy gets a seekable file.
-        with intake.spool(intake.csv_body(source), settings.spool_bytes) as spooled:
-            yield spooled
+    if not spool_raw:
+        yield intake.csv_body(source)
+        return
+    # Spooled already checked and rewritten, so the strategy gets a seekable file.
+    with intake.spool(intake.csv_body(source), settings.spool_bytes) as spooled:
+        yield spooled
 
 
 def _record_failure(

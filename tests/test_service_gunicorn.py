@@ -92,3 +92,53 @@ def test_concurrent_uploads_all_land(stack, conn):
     assert [status for status, _ in results] == [201] * 8
     assert len({r["upload_id"] for _, r in results}) == 8
     assert _count(conn) == 16_000
+
+
+@pytest.mark.parametrize("strategy", ["psycopg-text", "parallel-text"])
+def test_multipart_upload_streams_into_copy_before_the_body_ends(stack, db_url, conn, strategy):
+    """A streaming strategy reads the multipart file part off the socket: the COPY is
+    running while half the body has not been sent yet; then the rest lands in full."""
+    import time
+
+    import psycopg
+
+    conn.execute("TRUNCATE ingest.records")
+    csv = csv_bytes(20_000, seed=23)
+    boundary = "lab-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="d.csv"\r\nContent-Type: text/csv\r\n\r\n'
+    ).encode()
+    body = head + csv + f"\r\n--{boundary}--\r\n".encode()
+    cut = len(head) + len(csv) // 2
+
+    def copy_running() -> bool:
+        with psycopg.connect(db_url, autocommit=True) as c:
+            row = c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state = 'active' AND query ILIKE 'COPY %% FROM STDIN%%'"
+            ).fetchone()
+        return bool(row and row[0])
+
+    with socket.create_connection(_address(stack.http_url), timeout=60) as sock:
+        sock.sendall(
+            f"POST /upload?strategy={strategy} HTTP/1.1\r\nHost: test\r\n".encode()
+            + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:cut]
+        )
+        deadline = time.monotonic() + 30
+        while not copy_running():
+            assert time.monotonic() < deadline, "no COPY started while the body was open"
+            time.sleep(0.05)
+        assert _count(conn) == 0
+        sock.sendall(body[cut:])
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.split(b" ", 2)[1] == b"201", answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["rows"] == 20_000
+    assert _count(conn) == 20_000
