@@ -103,7 +103,12 @@ class Runner:
     # -- one load per path ------------------------------------------------------------------
 
     def _truncate(self, table: str) -> None:
+        """Empty the target, and drop the part tables earlier runs attached to it: each
+        run starts from the same table, not one with hundreds of (empty) children."""
+        from strategies import catalog, parts
+
         with psycopg.connect(self.url, autocommit=True) as conn:
+            parts.compact(conn, catalog.resolve(conn, table), keep_rows=False)
             conn.execute(sql.SQL("TRUNCATE ingest.{}").format(sql.Identifier(table)))
 
     def _inproc(self, cell: Cell, worker: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ ENV_SOCKET = "LAB_SOCKET"
 ENV_WORKERS = "LAB_WORKERS"
 ENV_THREADS = "LAB_THREADS"
 ENV_PARALLEL_WORKERS = "LAB_PARALLEL_WORKERS"
+ENV_MAX_PARTS = "LAB_MAX_PARTS"
 
 ALL_ENV_VARS = (
     ENV_DATABASE_URL,
@@ -48,6 +49,7 @@ ALL_ENV_VARS = (
     ENV_WORKERS,
     ENV_THREADS,
     ENV_PARALLEL_WORKERS,
+    ENV_MAX_PARTS,
 )
 
 
@@ -84,8 +86,11 @@ class Settings:
     socket: str = ""  # Unix socket path for nginx; empty: TCP only
     workers: int = 0  # 0: one per CPU core
     threads: int = 4
-    #: Connections of the parallel-binary strategy; 0 means one per CPU core.
+    #: Connections of the parallel strategies; 0 means one per CPU core.
     parallel_workers: int = 0
+    #: Part tables a target may collect (parallel-freeze, parallel-text) before the
+    #: service folds them back into it in the background; 0 turns that off.
+    max_parts: int = 64
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -110,4 +115,5 @@ class Settings:
             workers=_int(env, ENV_WORKERS, cls.workers),
             threads=_int(env, ENV_THREADS, cls.threads),
             parallel_workers=_int(env, ENV_PARALLEL_WORKERS, cls.parallel_workers),
+            max_parts=_int(env, ENV_MAX_PARTS, cls.max_parts),
         )

@@ -33,7 +33,7 @@ def _configure_logging(level: str) -> None:
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    from service import auth, db, errors, health, openapi, upload
+    from service import auth, db, errors, health, maintenance, openapi, upload
 
     app = Flask(__name__)
     config = dict(test_config or {})
@@ -51,6 +51,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     auth.init_app(app)  # first: a production service without tokens must not start
     db.init_app(app)
+    maintenance.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(upload.bp)

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 import strategies
 from lab.config import Settings
 from lab.errors import LabError
-from service import auth, intake, ledger
+from service import auth, intake, ledger, maintenance
 from service.db import get_db, get_lease
 from service.errors import public_error
 from strategies import catalog
@@ -162,6 +162,8 @@ def _load(
         # invite a duplicate retry. The timings are also in the log line below.
         log.warning("could not record the timings of upload %s in the ledger", upload_id)
     _log_upload(upload_id, result, digest, intake_ms)
+    if strategy.attaches_parts:
+        maintenance.get_compactor().after_upload(table)
     t = result.timings
     return _created(
         {

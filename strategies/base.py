@@ -116,6 +116,9 @@ class Strategy(ABC):
     description: ClassVar[str]
     #: True when memory stays flat whatever the input size (no spooling of the whole input).
     streaming: ClassVar[bool]
+    #: True when each load attaches part tables to its target (``strategies/parts.py``):
+    #: the service then has them folded back in once there are too many.
+    attaches_parts: ClassVar[bool] = False
 
     @abstractmethod
     def load(

@@ -1,4 +1,5 @@
-"""``lab strategies list`` and ``lab strategies bench``: the strategies from the shell.
+"""``lab strategies list``, ``lab strategies bench`` and ``lab compact``: the strategies
+from the shell.
 
 ``bench`` is a quick comparison, not the experiment runner: it generates rows with
 ``lab.fakedata``, loads them with each strategy ``--runs`` times (the target truncated
@@ -40,6 +41,15 @@ def register(subparsers: Any) -> None:
     )
     bench.set_defaults(handler=bench_strategies)
 
+    compact = subparsers.add_parser(
+        "compact",
+        help="fold the part tables of parallel-freeze/parallel-text back into their targets",
+    )
+    compact.add_argument(
+        "tables", nargs="*", metavar="TABLE", help="ingest tables (default: every one)"
+    )
+    compact.set_defaults(handler=compact_tables)
+
 
 def _positive(text: str) -> int:
     try:
@@ -49,6 +59,26 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def compact_tables(args: argparse.Namespace) -> int:
+    """``parts.compact`` per table, one transaction each; prints what moved."""
+    import time
+
+    from strategies import catalog, parts
+
+    with connect(resolve_url(), autocommit=True) as conn:
+        tables = args.tables or catalog.ingest_tables(conn)
+        targets = [catalog.resolve(conn, t) for t in tables]  # unknown name: error first
+        for target in targets:
+            started = time.perf_counter()
+            done = parts.compact(conn, target)
+            ms = (time.perf_counter() - started) * 1000
+            print(
+                f"{target.schema}.{target.table}: folded {done.parts} part tables "
+                f"({done.rows} rows) in {ms:.0f} ms"
+            )
+    return 0
 
 
 def list_strategies(args: argparse.Namespace) -> int:
@@ -85,10 +115,12 @@ def bench_strategies(args: argparse.Namespace) -> int:
 def _run(name: str, data: bytes, table: str, db: DirectConnector, url: str) -> LoadResult:
     from psycopg import sql
 
-    from strategies.catalog import INGEST_SCHEMA
+    from strategies import catalog, parts
 
     with connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(INGEST_SCHEMA, table)))
+        target = catalog.resolve(conn, table)
+        parts.compact(conn, target, keep_rows=False)  # no pile of empty children
+        conn.execute(sql.SQL("TRUNCATE {}").format(target.ident))
     result = get(name).load(io.BytesIO(data), table, db)
     if result.rows == 0:
         raise LabError(f"{name} loaded no rows", code="bench_failed")

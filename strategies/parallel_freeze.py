@@ -51,6 +51,7 @@ class ParallelFreeze(Strategy):
         "N connections COPY … FREEZE into fresh tables (no WAL), one attach publishes"
     )
     streaming: ClassVar[bool] = False
+    attaches_parts: ClassVar[bool] = True
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers if workers is not None else default_workers()

@@ -51,6 +51,7 @@ class ParallelText(Strategy):
         "CSV dealt at record boundaries to N COPY csv FREEZE streams, one attach publishes"
     )
     streaming: ClassVar[bool] = True
+    attaches_parts: ClassVar[bool] = True
 
     def __init__(self, workers: int | None = None, block_bytes: int = BLOCK_BYTES) -> None:
         self.workers = workers if workers is not None else default_workers()

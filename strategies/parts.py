@@ -8,11 +8,17 @@ catalog change, no row moves) unless the target has a unique index, which cannot
 children: then the rows are moved with one ``INSERT … SELECT`` and the parts dropped.
 Until the publish commits no part is visible through the target; after any failure
 ``drop`` removes them all.
+
+Every upload adds N children to its target, and many children cost every reader (each
+query plans and scans them all) and every ``TRUNCATE``. ``compact`` folds them back into
+the target; the service runs it in the background once a target has more than
+``LAB_MAX_PARTS`` (``service/maintenance.py``), operators with ``lab compact``.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from psycopg import sql
 
@@ -91,3 +97,56 @@ def _drop(conn: common.Conn, parts: list[sql.Identifier]) -> None:
     with conn.transaction():
         for part in parts:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(part))
+
+
+_ATTACHED_SQL = """SELECT c.relname FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE i.inhparent = %s::regclass AND n.nspname = %s
+                    ORDER BY c.relname"""
+
+# Compactions of one target take turns (transaction-scoped advisory lock on its oid);
+# this is the lock's first key, so other advisory locks of the lab never collide.
+_COMPACT_LOCK_CLASS = 0x1AB0
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What one compaction did: parts folded (dropped) and rows moved into the target."""
+
+    parts: int
+    rows: int
+
+
+def attached(conn: common.Conn, target: Target) -> list[sql.Identifier]:
+    """The parts currently attached to ``target``."""
+    rows = conn.execute(_ATTACHED_SQL, (target.ident.as_string(conn), SCHEMA)).fetchall()
+    return [sql.Identifier(SCHEMA, str(r[0])) for r in rows]
+
+
+def compact(conn: common.Conn, target: Target, *, keep_rows: bool = True) -> Compacted:
+    """Fold every part attached to ``target`` back into the target itself, in one
+    transaction: their rows are inserted into the target itself, the parts dropped.
+
+    Readers see the rows in the parts before and in the target after, never both or
+    neither. Each row moves once: the target holds the compacted rows, the parts only
+    the uploads since. ``keep_rows=False`` drops the parts without moving their rows
+    (for a caller about to empty the target anyway, like the benchmark between runs).
+    """
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, %s::regclass::oid::int)",
+            (_COMPACT_LOCK_CLASS, target.ident.as_string(conn)),
+        )
+        found = attached(conn, target)
+        moved = 0
+        columns = target.column_list()
+        for part in found:
+            if keep_rows:
+                moved += conn.execute(
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM ONLY {}").format(
+                        target.ident, columns, columns, part
+                    )
+                ).rowcount
+            conn.execute(sql.SQL("DROP TABLE {}").format(part))
+    return Compacted(len(found), moved)
