@@ -207,7 +207,7 @@ def _screenshot(chromium: str, html: Path, png: Path, profile: Path) -> Image.Im
             "--disable-sync",
             f"--user-data-dir={profile}",
             f"--screenshot={png}",
-            "--window-size=1280,2400",
+            "--window-size=1280,7000",  # the whole report, charts below the budget section
             html.as_uri(),
         ],
         check=True,
@@ -233,7 +233,7 @@ def test_html_renders_charts_in_headless_chromium(
     reports, _, _ = tiny_run
     html = (reports / "latest" / "index.html").resolve()
     shot = _screenshot(chromium, html, tmp_path / "report.png", tmp_path / "p1")
-    assert shot.size == (1280, 2400)
+    assert shot.size == (1280, 7000)
     with_charts, distinct = _colored_pixels(shot)
 
     # The same page with the chart images emptied: what colour remains is not from charts.
