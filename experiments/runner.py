@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
 
 from experiments import peers
 from experiments.matrix import Cell, planned_loads
@@ -108,8 +107,7 @@ class Runner:
         from strategies import catalog, parts
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            parts.compact(conn, catalog.resolve(conn, table), keep_rows=False)
-            conn.execute(sql.SQL("TRUNCATE ingest.{}").format(sql.Identifier(table)))
+            parts.empty_target(conn, catalog.resolve(conn, table))
 
     def _inproc(self, cell: Cell, worker: int) -> dict[str, Any]:
         import strategies

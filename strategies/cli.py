@@ -113,14 +113,10 @@ def bench_strategies(args: argparse.Namespace) -> int:
 
 
 def _run(name: str, data: bytes, table: str, db: DirectConnector, url: str) -> LoadResult:
-    from psycopg import sql
-
     from strategies import catalog, parts
 
     with connect(url, autocommit=True) as conn:
-        target = catalog.resolve(conn, table)
-        parts.compact(conn, target, keep_rows=False)  # no pile of empty children
-        conn.execute(sql.SQL("TRUNCATE {}").format(target.ident))
+        parts.empty_target(conn, catalog.resolve(conn, table))
     result = get(name).load(io.BytesIO(data), table, db)
     if result.rows == 0:
         raise LabError(f"{name} loaded no rows", code="bench_failed")

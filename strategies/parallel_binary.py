@@ -20,14 +20,12 @@ import time
 import uuid
 from typing import BinaryIO, ClassVar
 
-import psycopg
 from psycopg import sql
 
 from lab.config import Settings
 from lab.errors import LabError
 from strategies import common, fastencode, parts, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
-from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
 from strategies.slices import binary_lines, connections, move_rows, run_slices
 from strategies.unlogged_staging import STAGING_SCHEMA
@@ -65,8 +63,8 @@ class ParallelBinary(Strategy):
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
             conns = stack.enter_context(connections(db, n))
-            loaded = False
-            try:
+            # On success the final transaction drops the staging tables itself.
+            with parts.dropped_on_failure(db, conns, stages):
                 starts = run_slices(
                     n,
                     lambda k: self._slice(conns[k], plan, stages[k], payloads[k]),
@@ -84,14 +82,6 @@ class ParallelBinary(Strategy):
                         conn.execute(finalize(rows).encode())
                     commit_start = time.perf_counter()
                 commit_ms = (time.perf_counter() - commit_start) * 1000
-                loaded = True
-            except psycopg.Error as exc:
-                if is_input_error(exc):
-                    raise copy_error(exc) from None
-                raise
-            finally:
-                if not loaded:  # on success the final transaction dropped them
-                    parts.drop(db, conns, stages)
         return LoadResult(
             strategy=self.name,
             table=table,

@@ -31,14 +31,12 @@ import contextlib
 import time
 from typing import BinaryIO, ClassVar
 
-import psycopg
 from psycopg import sql
 
 from lab.errors import LabError
 from strategies import common, fastencode, parts, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
-from strategies.pgerrors import copy_error, is_input_error
 from strategies.psycopg_binary import copy_spool
 from strategies.slices import binary_lines, connections, run_slices
 
@@ -76,47 +74,35 @@ class ParallelFreeze(Strategy):
             parse_ms = (time.perf_counter() - parse_start) * 1000
             tables = parts.names(table, n)
             conns = stack.enter_context(connections(db, n))
-            published = False
-            try:
+            with parts.dropped_on_failure(db, conns, tables):
                 spans = run_slices(
                     n,
                     lambda k: self._slice(conns[k], plan, tables[k], payloads[k]),
                     binary_lines(encoded.line_map, n),
                 )
-                conn = conns[0]  # its slice is committed: it publishes them all
-                with conn.transaction():
-                    common.pin_session(conn)
-                    publish_start = common.server_clock_ms(conn)
-                    moved = parts.publish(conn, plan.target, plan.names, tables, attach=attach)
-                    rows = encoded.total_rows if moved is None else moved
-                    end = common.server_clock_ms(conn)
-                    if finalize is not None:
-                        conn.execute(finalize(rows).encode())
-                    commit_start = time.perf_counter()
-                commit_ms = (time.perf_counter() - commit_start) * 1000
-                published = True
-            except psycopg.Error as exc:
-                if is_input_error(exc):
-                    raise copy_error(exc) from None
-                raise
-            finally:
-                if not published:
-                    parts.drop(db, conns, tables)
+                done = parts.publish_load(
+                    conns[0],  # its slice is committed: it publishes them all
+                    plan,
+                    tables,
+                    attach=attach,
+                    rows=encoded.total_rows,
+                    finalize=finalize,
+                )
         first = min(start for start, _ in spans)
         return LoadResult(
             strategy=self.name,
             table=table,
-            rows=rows,
+            rows=done.rows,
             bytes=reader.count,
             timings=Timings(
                 parse_ms=parse_ms,
-                in_db_ms=end - first,
-                commit_ms=commit_ms,
+                in_db_ms=done.end - first,
+                commit_ms=done.commit_ms,
                 total_ms=(time.perf_counter() - started) * 1000,
             ),
             steps=(
                 ("slices", max(done for _, done in spans) - first),
-                ("publish", end - publish_start),
+                ("publish", done.end - done.start),
             ),
         )
 

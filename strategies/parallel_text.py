@@ -25,14 +25,12 @@ import threading
 import time
 from typing import BinaryIO, ClassVar
 
-import psycopg
 from psycopg import sql
 
 from lab.errors import LabError
 from strategies import common, parts
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
-from strategies.pgerrors import copy_error, is_input_error
 from strategies.recordsplit import BLOCK_BYTES, Dealer
 from strategies.slices import connections, run_slices
 
@@ -89,52 +87,37 @@ class ParallelText(Strategy):
                 for f in feeds:
                     f.put(None)
 
-        with connections(db, n) as conns:
-            published = False
-            try:
-                spans = run_slices(
-                    n,
-                    lambda k: self._slice(conns[k], plan, tables[k], feeds[k], broken),
-                    dealer.line_of,
-                    deal,
-                )
-                conn = conns[0]  # its part is committed: it publishes them all
-                with conn.transaction():
-                    common.pin_session(conn)
-                    publish_start = common.server_clock_ms(conn)
-                    empty = frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0)
-                    moved = parts.publish(
-                        conn, plan.target, plan.names, tables, attach=attach, empty=empty
-                    )
-                    rows = sum(r for _, _, r in spans) if moved is None else moved
-                    end = common.server_clock_ms(conn)
-                    if finalize is not None:
-                        conn.execute(finalize(rows).encode())
-                    commit_start = time.perf_counter()
-                commit_ms = (time.perf_counter() - commit_start) * 1000
-                published = True
-            except psycopg.Error as exc:
-                if is_input_error(exc):
-                    raise copy_error(exc) from None
-                raise
-            finally:
-                if not published:
-                    parts.drop(db, conns, tables)
+        with connections(db, n) as conns, parts.dropped_on_failure(db, conns, tables):
+            spans = run_slices(
+                n,
+                lambda k: self._slice(conns[k], plan, tables[k], feeds[k], broken),
+                dealer.line_of,
+                deal,
+            )
+            done = parts.publish_load(
+                conns[0],  # its part is committed: it publishes them all
+                plan,
+                tables,
+                attach=attach,
+                rows=sum(r for _, _, r in spans),
+                finalize=finalize,
+                empty=frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0),
+            )
         first = min(start for start, _, _ in spans)
         return LoadResult(
             strategy=self.name,
             table=table,
-            rows=rows,
+            rows=done.rows,
             bytes=reader.count,
             timings=Timings(
                 parse_ms=0.0,
-                in_db_ms=end - first,
-                commit_ms=commit_ms,
+                in_db_ms=done.end - first,
+                commit_ms=done.commit_ms,
                 total_ms=(time.perf_counter() - started) * 1000,
             ),
             steps=(
                 ("slices", max(done for _, done, _ in spans) - first),
-                ("publish", end - publish_start),
+                ("publish", done.end - done.start),
             ),
         )
 

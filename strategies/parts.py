@@ -17,14 +17,19 @@ the target; the service runs it in the background once a target has more than
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import sql
 
 from strategies import common
-from strategies.base import Connector
+from strategies.base import Connector, Finalize
 from strategies.catalog import Target
+from strategies.pgerrors import copy_error, is_input_error
 from strategies.slices import move_rows, usable
 
 #: Where part tables live (migration 004): outside ``ingest``, so never upload targets.
@@ -80,6 +85,63 @@ def publish(
     for part in full:
         conn.execute(sql.SQL("DROP TABLE {}").format(part))
     return moved
+
+
+@dataclass(frozen=True)
+class Published:
+    """The final transaction of a load: rows published, its server-clock start and end
+    (before COMMIT), and the COMMIT's client-side duration."""
+
+    rows: int
+    start: float
+    end: float
+    commit_ms: float
+
+
+def publish_load(
+    conn: common.Conn,
+    plan: common.Plan,
+    tables: list[sql.Identifier],
+    *,
+    attach: bool,
+    rows: int,
+    finalize: Finalize | None,
+    empty: frozenset[int] = frozenset(),
+) -> Published:
+    """``publish`` in its own transaction with ``finalize``; ``rows`` is the count the
+    slices loaded (what an attach publishes; a move counts its own)."""
+    with conn.transaction():
+        common.pin_session(conn)
+        start = common.server_clock_ms(conn)
+        moved = publish(conn, plan.target, plan.names, tables, attach=attach, empty=empty)
+        total = rows if moved is None else moved
+        end = common.server_clock_ms(conn)
+        if finalize is not None:
+            conn.execute(finalize(total).encode())
+        commit_start = time.perf_counter()
+    return Published(total, start, end, (time.perf_counter() - commit_start) * 1000)
+
+
+@contextlib.contextmanager
+def dropped_on_failure(
+    db: Connector, conns: list[common.Conn], tables: list[sql.Identifier]
+) -> Iterator[None]:
+    """Run a parallel load's slices and publish: if the block fails, every table in
+    ``tables`` is dropped (``drop``), and rejected input becomes the user's error."""
+    try:
+        yield
+    except BaseException as exc:
+        drop(db, conns, tables)
+        if isinstance(exc, psycopg.Error) and is_input_error(exc):
+            raise copy_error(exc) from None
+        raise
+
+
+def empty_target(conn: common.Conn, target: Target) -> None:
+    """``TRUNCATE`` the target after dropping its parts without moving their rows: it
+    starts over as one table, not one with a pile of empty children."""
+    compact(conn, target, keep_rows=False)
+    conn.execute(sql.SQL("TRUNCATE {}").format(target.ident))
 
 
 def drop(db: Connector, conns: list[common.Conn], parts: list[sql.Identifier]) -> None:

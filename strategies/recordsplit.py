@@ -36,7 +36,6 @@ _MAX_TRIES = 64
 class Block:
     """One run of bytes sent to one stream: where it starts in the upload, its line feeds."""
 
-    stream: int
     first_line: int
     line_feeds: int = 0
 
@@ -53,7 +52,7 @@ class Dealer:
         self.first_line = first_line
         self.line = first_line
         self.blocks: list[list[Block]] = [[] for _ in range(streams)]
-        self.blocks[0].append(Block(0, first_line))
+        self.blocks[0].append(Block(first_line))
         self._filled = 0
         self._tail = b""
         # The upload's first record, as PostgreSQL counts it: before a stream's first line
@@ -180,5 +179,5 @@ class Dealer:
 
     def _switch(self) -> None:
         self.current = (self.current + 1) % self.streams
-        self.blocks[self.current].append(Block(self.current, self.line))
+        self.blocks[self.current].append(Block(self.line))
         self._filled = 0

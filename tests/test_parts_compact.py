@@ -35,8 +35,7 @@ def content(conn: Conn) -> list[tuple[object, ...]]:
 
 @pytest.fixture
 def empty(conn: Conn) -> Conn:
-    parts.compact(conn, catalog.resolve(conn, "records"), keep_rows=False)
-    conn.execute("TRUNCATE ingest.records")
+    parts.empty_target(conn, catalog.resolve(conn, "records"))
     return conn
 
 
