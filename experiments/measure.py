@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from experiments.cpu import SERIAL_FIELD, SIDES
+
 #: How a load was driven: the strategy called in the runner's process, the strategy behind
 #: the upload service over HTTP, or a peer tool (psql, pandas, ADBC) on the same file.
 PATHS = ("inproc", "http", "peer")
@@ -19,6 +21,9 @@ KINDS = ("strategy", "peer")
 VARIANTS = {"logged": "records", "unlogged": "records_unlogged", "pk": "records_pk"}
 
 TIMING_FIELDS = ("parse_ms", "in_db_ms", "commit_ms", "total_ms", "wall_ms", "http_ms")
+#: CPU each side used over the load (``experiments/cpu.py``): client, proxy, service, database,
+#: and the busiest single-threaded process.
+CPU_FIELDS = (*SIDES.values(), SERIAL_FIELD)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,14 @@ class Sample:
     started_at: str = ""
     #: HTTP path: the serving worker's peak RSS growth over the upload (experiments/workers.py)
     rss_growth_mb: float | None = None
+    #: CPU time of each side over the load, ms (experiments/cpu.py); None where not observed
+    #: (the side is not in the path, /proc is unavailable, or concurrency > 1)
+    cpu_client_ms: float | None = None
+    cpu_proxy_ms: float | None = None
+    cpu_service_ms: float | None = None
+    cpu_db_ms: float | None = None
+    #: the busiest single-threaded process among those sides (a floor on wall_ms too)
+    cpu_serial_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +87,10 @@ class Sample:
                 continue
             # http_ms may dip below zero by clock granularity; anything else must not.
             if not math.isfinite(value) or (name != "http_ms" and value < 0):
+                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+        for name in CPU_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
 
     @property
@@ -111,4 +128,5 @@ COLUMNS = (
     *TIMING_FIELDS,
     "started_at",
     "rss_growth_mb",
+    *CPU_FIELDS,
 )

@@ -13,6 +13,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from experiments import charts, floor, loadresults, perfprofile, stats, tuning
+from experiments import cpu as cpu_mod
 from experiments.results import Run
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -43,6 +44,7 @@ class Analysis:
     budget_ms: float
     reference_rows: int
     chart_rows: int
+    cores: int | None  # the machine's, for the CPU floors
 
 
 def _chart_rows(frame: pd.DataFrame, reference: int) -> int:
@@ -67,8 +69,11 @@ def analyse(run: Run, budget_ms: float | None = None) -> Analysis:
         )
     )
     targets = stats.Targets.from_dict(meta.get("targets"))
-    checks = stats.budget_checks(table, budget, reference, targets)
-    return Analysis(frame, table, ratios, checks, budget, reference, _chart_rows(frame, reference))
+    cores = meta.get("cpu_count")
+    checks = stats.budget_checks(table, budget, reference, targets, cores)
+    return Analysis(
+        frame, table, ratios, checks, budget, reference, _chart_rows(frame, reference), cores
+    )
 
 
 def make_charts(a: Analysis) -> list[Chart]:
@@ -160,6 +165,32 @@ def _cells(table: pd.DataFrame) -> list[dict[str, Any]]:
                 "commit": _ms(r["commit_median"]),
                 "wall": _ms(r["wall_median"]),
                 "http": _ms(r["http_median"]),
+            }
+        )
+    return out
+
+
+def cpu_view(a: Analysis) -> list[dict[str, Any]]:
+    """The reference-size cells that recorded CPU (experiments/cpu.py): each side's median,
+    the total, and the floor those leave on this machine's cores (stats.CpuFloor)."""
+    if a.table.empty or "cpu_total_median" not in a.table:
+        return []
+    cells = a.table[(a.table["rows"] == a.reference_rows) & (a.table["variant"] == "logged")]
+    out = []
+    for _, r in cells.sort_values(["path", "wall_median"]).iterrows():
+        cpu = stats.cpu_floor(r, a.cores)
+        if cpu is None:
+            continue
+        out.append(
+            {
+                "name": r["name"],
+                "path": r["path"],
+                "wall": _ms(r["wall_median"]),
+                "sides": [_ms(r[stats.CPU_MEDIANS[field]], 0) for field in cpu_mod.SIDES.values()],
+                "total": _ms(cpu.total_ms, 0),
+                "serial": _ms(cpu.serial_ms, 0),
+                "floor": _ms(cpu.floor_ms, 0),
+                "busy": _share(cpu.floor_ms / float(r["wall_median"])),
             }
         )
     return out
@@ -258,6 +289,9 @@ def render(run: Run, budget_ms: float | None = None) -> Path:
         budget_ms=a.budget_ms,
         reference_rows=a.reference_rows,
         checks=a.checks,
+        cpu=cpu_view(a),
+        cpu_sides=list(cpu_mod.SIDES),
+        cores=a.cores,
         floor=floor_view(run, a.budget_ms),
         tuning_log=tuning.load(),
         charts=chart_list,
@@ -319,6 +353,22 @@ def markdown_summary(run: Run, budget_ms: float | None = None) -> str:
     for check in a.checks:
         verdict = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
         lines.append(f"- {verdict} — {check.title}: {check.measured} (target {check.target})")
+    cpu = cpu_view(a)
+    if cpu:
+        lines += [
+            "",
+            f"CPU per side at {a.reference_rows:,} rows (medians, ms; floor = the most of "
+            f"total / {a.cores} cores and the busiest process):",
+            "",
+            "| name | path | wall | " + " | ".join(cpu_mod.SIDES) + " | total | floor |",
+            "|---|---|---:|" + "---:|" * (len(cpu_mod.SIDES) + 2),
+        ]
+        for c in cpu:
+            lines.append(
+                f"| {c['name']} | {c['path']} | {c['wall']} | "
+                + " | ".join(c["sides"])
+                + f" | {c['total']} | {c['floor']} |"
+            )
     lines += ["", *_floor_lines(run, a.budget_ms)]
     return "\n".join(lines)
 

@@ -23,14 +23,16 @@ if TYPE_CHECKING:  # pandas is the bench extra; `lab db …` must work without i
     import pandas as pd
 
 from experiments.floor import FloorResult
-from experiments.measure import COLUMNS, TIMING_FIELDS, Sample
+from experiments.measure import COLUMNS, CPU_FIELDS, TIMING_FIELDS, Sample
 from lab.config import PROJECT_ROOT
 from lab.errors import LabError
 
 #: 2 added ``floor`` (the server floor, ``experiments/floor.py``; null when not measured).
-SCHEMA_VERSION = 2
-#: Versions this lab still reads: a version-1 file is a run without a floor.
-READABLE_VERSIONS = (1, 2)
+#: 3 added the samples' ``cpu_*_ms`` (``experiments/cpu.py``; absent: not observed).
+SCHEMA_VERSION = 3
+#: Versions this lab still reads: a version-1 file is a run without a floor, a version-2
+#: one a run without CPU figures.
+READABLE_VERSIONS = (1, 2, 3)
 DEFAULT_REPORTS = PROJECT_ROOT / "reports"
 #: Server settings recorded with every run: the ingest-tuned ones plus what else moves loads.
 PG_SETTINGS = (
@@ -83,7 +85,7 @@ def to_frame(samples: Iterable[Sample]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame([s.to_dict() for s in samples], columns=list(COLUMNS))
-    for name in (*TIMING_FIELDS, "rss_growth_mb"):
+    for name in (*TIMING_FIELDS, "rss_growth_mb", *CPU_FIELDS):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     for name in ("rows_loaded", "bytes"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("Int64")

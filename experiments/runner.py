@@ -3,12 +3,14 @@
 Per repetition the target table is truncated first (outside the timed part). A cell whose
 strategy or peer is unknown or fails is recorded as a failed sample and the run goes on;
 the report shows the failure. One CSV file per row count is generated for the run and
-shared by strategies and peers.
+shared by strategies and peers. Around each repetition the CPU of every process involved
+is recorded (``experiments/cpu.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from experiments import peers
+from experiments.cpu import CpuWatch, postmaster_pid
 from experiments.matrix import Cell, planned_loads
 from experiments.measure import Sample
 from experiments.upload import Body, multipart_body, upload
@@ -41,6 +44,8 @@ class HttpTarget:
     via: str
     #: gunicorn's master process, whose workers' RSS the HTTP samples record (if known)
     server_pid: int | None = None
+    #: nginx's master process (its workers' CPU is the proxy side of a sample), if in front
+    proxy_pid: int | None = None
 
 
 def generate_files(rows: Sequence[int], folder: Path, seed: int) -> dict[int, Path]:
@@ -66,7 +71,11 @@ def http_stack(url: str) -> Iterator[HttpTarget | None]:
         if info.https_url:
             verify = str(info.ca_file) if info.ca_file else False
             yield HttpTarget(
-                str(info.https_url), verify, "nginx (TLS) -> gunicorn", info.gunicorn_pid
+                str(info.https_url),
+                verify,
+                "nginx (TLS) -> gunicorn",
+                info.gunicorn_pid,
+                info.nginx_pid,
             )
         else:
             yield HttpTarget(str(info.http_url), True, "gunicorn (TCP)", info.gunicorn_pid)
@@ -96,8 +105,24 @@ class Runner:
         self.http = http
         self.http_unavailable = http_unavailable
         self._bodies: dict[int, Body] = {}
+        self._postmaster: int | None = None
+        self._postmaster_known = False
         #: Set when Ctrl-C stopped the run early; the samples so far are still returned.
         self.interrupted = False
+
+    def _cpu_roots(self, path: str) -> dict[str, int | None]:
+        """The process trees whose CPU a sample of ``path`` records (experiments/cpu.py):
+        this process (the client, and psql for that peer), the database server when it runs
+        on this machine, and for HTTP nginx and gunicorn."""
+        if not self._postmaster_known:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                backend = conn.info.backend_pid
+                self._postmaster = postmaster_pid(backend)
+            self._postmaster_known = True
+        roots: dict[str, int | None] = {"client": os.getpid(), "database": self._postmaster}
+        if path == "http" and self.http is not None:
+            roots |= {"proxy": self.http.proxy_pid, "service": self.http.server_pid}
+        return roots
 
     # -- one load per path ------------------------------------------------------------------
 
@@ -195,9 +220,12 @@ class Runner:
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
             try:
                 self._truncate(cell.table)
+                # Concurrent loads share every process: their CPU is not one load's.
+                watch = CpuWatch(self._cpu_roots(cell.path)) if cell.concurrency == 1 else None
                 with ThreadPoolExecutor(max_workers=cell.concurrency) as pool:
                     futures = [pool.submit(load, cell, w) for w in range(cell.concurrency)]
                     outcomes = [f.result() for f in futures]
+                used = watch.used_ms() if watch is not None else {}
             except Exception as exc:  # any failure is data for the report, not a crash
                 samples.append(
                     self._sample(
@@ -209,7 +237,9 @@ class Runner:
                 break
             for worker, fields in enumerate(outcomes):
                 samples.append(
-                    self._sample(cell, rep, worker, warmup, ok=True, started_at=stamp, **fields)
+                    self._sample(
+                        cell, rep, worker, warmup, ok=True, started_at=stamp, **fields, **used
+                    )
                 )
             if advance:
                 advance(cell.concurrency)

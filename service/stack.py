@@ -52,6 +52,7 @@ class StackInfo:
     https_url: str | None  # nginx TLS in front of the gunicorn socket, or None without nginx
     ca_file: Path | None  # the self-signed cert, for clients that verify
     gunicorn_pid: int
+    nginx_pid: int | None = None  # nginx's master process, when nginx is in front
 
 
 def free_port() -> int:
@@ -207,6 +208,7 @@ def running_stack(
 
         https_url: str | None = None
         ca_file: Path | None = None
+        nginx_pid: int | None = None
         binary = nginx_binary() if nginx else None
         if binary is not None:
             cert, key = ensure_certificate(home / "tls")
@@ -244,10 +246,15 @@ def running_stack(
             procs.append((nginx_proc, signal.SIGQUIT))
             https_url = f"https://127.0.0.1:{tls_port}"
             ca_file = cert
+            nginx_pid = nginx_proc.pid
             _wait_healthy(https_url, nginx_proc, ca_file, "nginx", run_dir / "nginx-error.log")
 
         yield StackInfo(
-            http_url=http_url, https_url=https_url, ca_file=ca_file, gunicorn_pid=gunicorn.pid
+            http_url=http_url,
+            https_url=https_url,
+            ca_file=ca_file,
+            gunicorn_pid=gunicorn.pid,
+            nginx_pid=nginx_pid,
         )
     finally:
         for proc, sig in reversed(procs):

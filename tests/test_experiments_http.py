@@ -31,6 +31,11 @@ def test_http_path_and_scripts_bench(db_url: str, tmp_path: Path) -> None:
             assert s.rows_loaded == 200
             assert s.http_ms is not None and s.wall_ms is not None and s.total_ms is not None
             assert s.wall_ms >= s.in_db_ms  # type: ignore[operator]
+            # Every side of the path was observed (in 10 ms ticks: zero is possible).
+            sides = [s.cpu_client_ms, s.cpu_service_ms, s.cpu_db_ms]
+            if target.via.startswith("nginx"):
+                sides.append(s.cpu_proxy_ms)
+            assert all(side is not None and side >= 0 for side in sides), s
 
         unknown = runner.run_cell(Cell("http", "no-such-strategy", 200, "logged", 1, 2, 0))
         assert len(unknown) == 1 and not unknown[0].ok
