@@ -160,11 +160,8 @@ class CpuFloor:
 
     def describe(self) -> str:
         parts = ", ".join(f"{side} {ms:.0f}" for side, ms in self.sides.items())
-        busiest = "" if self.serial_ms is None else f"; busiest process {self.serial_ms:.0f} ms"
-        return (
-            f"CPU {self.total_ms:.0f} ms ({parts}) over {self.cores} cores: "
-            f"floor {self.floor_ms:.0f} ms{busiest}"
-        )
+        busiest = "" if self.serial_ms is None else f", busiest process {self.serial_ms:.0f} ms"
+        return f"CPU {self.total_ms:.0f} ms ({parts}{busiest}) over {self.cores} cores"
 
 
 def cpu_floor(cell: pd.Series | Mapping[str, Any], cores: int | None) -> CpuFloor | None:
@@ -346,8 +343,8 @@ def budget_checks(
         floor = cpu_floor(best_http, cores)
         if floor is not None:
             detail += (
-                f". {best_http['name']}: {floor.describe()} = {floor.floor_ms / psql_ms:.2f}x "
-                f"psql's wall"
+                f". {best_http['name']}: {floor.describe()}: floor {floor.floor_ms:.0f} ms = "
+                f"{floor.floor_ms / psql_ms:.2f}x psql's wall"
             )
             psql_floor = cpu_floor(psql_wall, cores)
             if psql_floor is not None:
