@@ -69,11 +69,13 @@ def _processes() -> dict[int, tuple[int, float, int]]:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """CPU seconds per named tree (None: root unknown or gone), and of each single-threaded
-    process in them (a backend, an nginx worker: it cannot use two cores at once)."""
+    """CPU seconds per named tree (None: root unknown or gone) and of each process in them,
+    and which of those are single-threaded (a backend, an nginx worker: such a process
+    cannot use two cores at once)."""
 
     sides: dict[str, float | None]
-    single: dict[int, float]
+    processes: dict[int, float]
+    single: frozenset[int]
 
 
 def snapshot(roots: Mapping[str, int | None]) -> Snapshot:
@@ -86,7 +88,8 @@ def snapshot(roots: Mapping[str, int | None]) -> Snapshot:
     # nginx itself, and their CPU is theirs, not the client's.
     named = {root for root in roots.values() if root is not None}
     sides: dict[str, float | None] = {}
-    single: dict[int, float] = {}
+    processes: dict[int, float] = {}
+    single: set[int] = set()
     for side, root in roots.items():
         if root is None or root not in procs:
             sides[side] = None
@@ -96,11 +99,12 @@ def snapshot(roots: Mapping[str, int | None]) -> Snapshot:
             pid = todo.pop()
             _, seconds, threads = procs[pid]
             total += seconds
+            processes[pid] = seconds
             if threads == 1:
-                single[pid] = seconds
+                single.add(pid)
             todo += [child for child in children.get(pid, []) if child not in named]
         sides[side] = total
-    return Snapshot(sides, single)
+    return Snapshot(sides, processes, frozenset(single))
 
 
 class CpuWatch:
@@ -115,18 +119,19 @@ class CpuWatch:
 
     def used_ms(self) -> dict[str, float | None]:
         """Sample fields: ``cpu_client_ms`` ... for the sides watched, and ``cpu_serial_ms``,
-        the most any one single-threaded process of them used (alive at both ends: one
-        started and gone meanwhile is not seen, so this is at most an underestimate)."""
+        the most any one single-threaded process of them used (alive at the end: one started
+        and gone meanwhile is not seen, so this is at most an underestimate)."""
         after = snapshot(self._roots)
         used: dict[str, float | None] = {}
         for side, start in self._before.sides.items():
             end = after.sides.get(side)
             # A tree whose root went away meanwhile took its times with it: not observed.
             used[SIDES[side]] = None if start is None or end is None else (end - start) * 1000
+        # A process born meanwhile (a backend of a new connection) spent all of its CPU
+        # inside the window.
         serial = [
-            (after.single[pid] - start) * 1000
-            for pid, start in self._before.single.items()
-            if pid in after.single
+            (after.processes[pid] - self._before.processes.get(pid, 0.0)) * 1000
+            for pid in after.single
         ]
         used[SERIAL_FIELD] = max(serial) if serial else None
         return used

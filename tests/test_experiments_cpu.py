@@ -16,14 +16,16 @@ from experiments.cpu import CpuWatch, parse_stat, postmaster_pid, snapshot
 from experiments.measure import Sample
 
 
-def _burn(ready, go, seconds: float) -> None:  # type: ignore[no-untyped-def]
+def _burn(ready, go, done, seconds: float) -> None:  # type: ignore[no-untyped-def]
+    """Wait for ``go``, burn ``seconds`` of CPU, say ``ready`` again, stay alive until
+    ``done`` (a process that exited would be seen through its parent only)."""
     ready.set()
     go.wait(30)
     end = time.process_time() + seconds
     while time.process_time() < end:
         pass
     ready.set()
-    go.wait(30)
+    done.wait(30)
 
 
 def test_parse_stat_counts_fields_after_a_name_with_spaces_and_parentheses() -> None:
@@ -35,8 +37,8 @@ def test_parse_stat_counts_fields_after_a_name_with_spaces_and_parentheses() -> 
 
 def test_a_childs_cpu_is_its_own_side_not_its_parents() -> None:
     ctx = multiprocessing.get_context("fork")
-    ready, go = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_burn, args=(ready, go, 0.3))
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_burn, args=(ready, go, done, 0.3))
     child.start()
     try:
         ready.wait(10)
@@ -54,6 +56,28 @@ def test_a_childs_cpu_is_its_own_side_not_its_parents() -> None:
         assert used["cpu_serial_ms"] == pytest.approx(used["cpu_service_ms"], abs=20)
     finally:
         go.set()
+        done.set()
+        child.join(10)
+
+
+def test_a_process_born_during_the_load_counts_whole() -> None:
+    """A backend of a connection opened inside the window: all of its CPU is the load's."""
+    ctx = multiprocessing.get_context("fork")
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    watch = CpuWatch({"client": os.getpid()})
+    child = ctx.Process(target=_burn, args=(ready, go, done, 0.3))
+    child.start()
+    try:
+        ready.wait(10)
+        ready.clear()
+        go.set()
+        ready.wait(10)
+        used = watch.used_ms()
+        assert used["cpu_serial_ms"] is not None and 250 <= used["cpu_serial_ms"] <= 400
+        assert used["cpu_client_ms"] is not None and used["cpu_client_ms"] >= 250
+    finally:
+        go.set()
+        done.set()
         child.join(10)
 
 
