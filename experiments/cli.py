@@ -176,8 +176,10 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.reps is not None and args.reps < 1:
         raise LabError("--reps must be >= 1", code="bad_selection")
     if args.dry_run:
-        for cell in cells:
-            print(f"{cell.label():<50} reps {cell.reps} warmup {cell.warmup}")
+        for batch in matrix_mod.batches(cells):  # in run order
+            for cell in batch:
+                group = f"  interleaved ({cell.interleave})" if cell.interleave else ""
+                print(f"{cell.label():<50} reps {cell.reps} warmup {cell.warmup}{group}")
         print(f"{len(cells)} cells, {matrix_mod.planned_loads(cells)} loads")
         floor = _floor_settings(args, matrix)
         if floor is not None:

@@ -30,6 +30,9 @@ class Cell:
     concurrency: int
     reps: int
     warmup: int
+    #: Cells sharing a non-empty group run interleaved, one repetition of each per round
+    #: (``batches``), so a noisy moment of a shared machine hits them alike.
+    interleave: str = ""
 
     @property
     def kind(self) -> str:
@@ -201,6 +204,9 @@ def expand(matrix: Matrix, strategy_names: Sequence[str], peer_names: Sequence[s
         concurrency = [int(c) for c in _as_list(block.get("concurrency"), [1])]
         reps = int(block.get("reps", 5))
         warmup = int(block.get("warmup", matrix.settings.warmup))
+        interleave = block.get("interleave", "")
+        if not isinstance(interleave, str):
+            raise LabError(f"{where}: interleave must be a group name", code="bad_matrix")
         if not rows or any(r < 1 for r in rows):
             raise LabError(f"{where}: rows must list positive row counts", code="bad_matrix")
         if bad := [v for v in variants if v not in VARIANTS]:
@@ -216,7 +222,7 @@ def expand(matrix: Matrix, strategy_names: Sequence[str], peer_names: Sequence[s
                 code="bad_matrix",
             )
         for name, n, variant, conc in product(chosen, rows, variants, concurrency):
-            cell = Cell(str(path), str(name), n, str(variant), conc, reps, warmup)
+            cell = Cell(str(path), str(name), n, str(variant), conc, reps, warmup, interleave)
             cells.setdefault(cell.key, cell)
     return list(cells.values())
 
@@ -255,6 +261,22 @@ def select(cells: Sequence[Cell], sel: Selection) -> list[Cell]:
             code="bad_selection",
         )
     return chosen
+
+
+def batches(cells: Sequence[Cell]) -> list[list[Cell]]:
+    """The cells in run order: each alone, except that the cells of one ``interleave`` group
+    form one batch, at the place of the group's first cell."""
+    out: list[list[Cell]] = []
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if not cell.interleave:
+            out.append([cell])
+        elif cell.interleave in groups:
+            groups[cell.interleave].append(cell)
+        else:
+            groups[cell.interleave] = [cell]
+            out.append(groups[cell.interleave])
+    return out
 
 
 def planned_loads(cells: Iterable[Cell]) -> int:

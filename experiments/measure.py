@@ -94,6 +94,11 @@ class Sample:
                 raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
 
     @property
+    def cell_key(self) -> tuple[str, str, int, str, int]:
+        """The key of the matrix cell this sample belongs to (``matrix.Cell.key``)."""
+        return (self.path, self.name, self.rows, self.variant, self.concurrency)
+
+    @property
     def table(self) -> str:
         return VARIANTS[self.variant]
 

@@ -23,7 +23,7 @@ import psycopg
 
 from experiments import peers
 from experiments.cpu import CpuWatch, postmaster_pid
-from experiments.matrix import Cell, planned_loads
+from experiments.matrix import Cell, batches, planned_loads
 from experiments.measure import Sample
 from experiments.upload import Body, multipart_body, upload
 from experiments.workers import RssWatch
@@ -211,8 +211,31 @@ class Runner:
 
     def run_cell(self, cell: Cell, advance: Progress | None = None) -> list[Sample]:
         """Warm-ups then measured repetitions; the first failure ends the cell."""
+        return [s for rep in self._repetitions(cell, advance) for s in rep]
+
+    def run_batch(self, cells: Sequence[Cell], advance: Progress | None = None) -> list[Sample]:
+        """The cells of one interleave group (``matrix.batches``), one repetition of each per
+        round, warm-ups first; each round starts one cell further on, so no cell always
+        follows the same neighbour. A cell that failed drops out. Samples in cell order."""
+        reps = [self._repetitions(cell, advance) for cell in cells]
+        taken: list[list[Sample]] = [[] for _ in cells]
+        live = list(range(len(cells)))
+        turn = 0
+        while live:
+            start = turn % len(live)
+            for index in live[start:] + live[:start]:
+                rep = next(reps[index], None)
+                if rep is None:
+                    live.remove(index)
+                else:
+                    taken[index].extend(rep)
+            turn += 1
+        return [s for samples in taken for s in samples]
+
+    def _repetitions(self, cell: Cell, advance: Progress | None) -> Iterator[list[Sample]]:
+        """One cell's repetitions, one at a time: each yields its samples (one per worker);
+        the first failure is yielded as one failed sample and ends the cell."""
         load = {"inproc": self._inproc, "http": self._http, "peer": self._peer}[cell.path]
-        samples: list[Sample] = []
         total = cell.warmup + cell.reps
         for index in range(total):
             warmup = index < cell.warmup
@@ -227,37 +250,41 @@ class Runner:
                     outcomes = [f.result() for f in futures]
                 used = watch.used_ms() if watch is not None else {}
             except Exception as exc:  # any failure is data for the report, not a crash
-                samples.append(
+                if advance:
+                    advance((total - index) * cell.concurrency)
+                yield [
                     self._sample(
                         cell, rep, 0, warmup, ok=False, error=_error(exc), started_at=stamp
                     )
-                )
-                if advance:
-                    advance((total - index) * cell.concurrency)
-                break
-            for worker, fields in enumerate(outcomes):
-                samples.append(
-                    self._sample(
-                        cell, rep, worker, warmup, ok=True, started_at=stamp, **fields, **used
-                    )
-                )
+                ]
+                return
             if advance:
                 advance(cell.concurrency)
-        return samples
+            yield [
+                self._sample(cell, rep, worker, warmup, ok=True, started_at=stamp, **fields, **used)
+                for worker, fields in enumerate(outcomes)
+            ]
 
     def run(self, cells: Sequence[Cell], *, progress: bool = True) -> list[Sample]:
-        """Every cell in order, with a rich progress bar (and ETA) on a terminal."""
+        """Every cell in order (an interleave group at its first cell's place), with a rich
+        progress bar (and ETA) on a terminal."""
         samples: list[Sample] = []
         with progress_bar(progress) as bar:
             task = bar.add_task("benchmark", total=planned_loads(cells))
             try:
-                for cell in cells:
-                    bar.update(task, description=cell.label())
-                    result = self.run_cell(cell, lambda n: bar.advance(task, n))
-                    failed = [s for s in result if not s.ok]
-                    if failed and progress:
-                        bar.console.print(f"[red]failed[/red] {cell.label()}: {failed[0].error}")
+                for batch in batches(cells):
+                    label = batch[0].label()
+                    if len(batch) > 1:
+                        label = f"{batch[0].interleave}: {len(batch)} cells interleaved"
+                    bar.update(task, description=label)
+                    result = self.run_batch(batch, lambda n: bar.advance(task, n))
                     samples.extend(result)
+                    failed = {s.cell_key: s.error for s in result if not s.ok}
+                    for cell in batch:
+                        if cell.key in failed and progress:
+                            bar.console.print(
+                                f"[red]failed[/red] {cell.label()}: {failed[cell.key]}"
+                            )
             except KeyboardInterrupt:
                 # Keep what was measured: the caller saves and reports a partial run.
                 self.interrupted = True

@@ -73,3 +73,36 @@ def test_dry_run_lists_cells(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--dry-run", "--path", "peer", "--rows", "100000"]) == 0
     out = capsys.readouterr().out
     assert "psql-copy peer 100,000 logged" in out and "cells" in out
+    assert "interleaved (reference)" in out  # the run order shows the group
+
+
+def test_interleave_groups_run_as_one_batch_at_their_first_cells_place() -> None:
+    m = matrix.load("default")
+    cells = matrix.expand(m, STRATEGIES, PEERS)
+    batches = matrix.batches(cells)
+    assert sorted(c.key for b in batches for c in b) == sorted(c.key for c in cells)
+    (reference,) = [b for b in batches if len(b) > 1]
+    # The budget's comparisons: every strategy in-process and over HTTP, and psql, at the
+    # reference size, in one group.
+    assert {c.interleave for c in reference} == {"reference"}
+    assert {(c.path, c.rows) for c in reference} == {
+        ("inproc", 100_000),
+        ("http", 100_000),
+        ("peer", 100_000),
+    }
+    assert {c.name for c in reference if c.path == "http"} == set(STRATEGIES)
+    assert "psql-copy" in {c.name for c in reference}
+    # The group takes the place of its first cell: after the small in-process cells,
+    # before the unlogged and pk ones.
+    order = [b[0].rows if len(b) == 1 else "group" for b in batches if b[0].path == "inproc"]
+    assert order.index("group") > order.index(10_000)
+    firsts = [b[0] for b in batches]
+    group_at = firsts.index(reference[0])
+    assert all(c.variant == "logged" for c in firsts[:group_at] if c.path == "inproc")
+
+
+def test_interleave_must_be_a_group_name(tmp_path: Path) -> None:
+    bad = tmp_path / "m.toml"
+    bad.write_text('[m]\n[[m.cells]]\npath = "inproc"\nrows = [10]\ninterleave = 1\n')
+    with pytest.raises(LabError, match="interleave must be a group name"):
+        matrix.expand(matrix.load("m", bad), STRATEGIES, PEERS)

@@ -264,3 +264,44 @@ def test_http_cell_without_service_is_a_recorded_failure(db_url: str, tmp_path: 
     samples = runner.run_cell(Cell("http", "psycopg-text", 50, "logged", 1, reps=3, warmup=1))
     assert len(samples) == 1
     assert not samples[0].ok and "not available" in samples[0].error
+
+
+def test_an_interleave_group_runs_one_repetition_of_each_cell_per_round(
+    db_url: str, tmp_path: Path
+) -> None:
+    from experiments.matrix import Cell
+    from experiments.runner import Runner, generate_files
+
+    runner = Runner(db_url, "t", generate_files([50], tmp_path, seed=1))
+    cells = [
+        Cell("inproc", "psycopg-text", 50, "logged", 1, reps=3, warmup=1, interleave="g"),
+        Cell("peer", "psql-copy", 50, "logged", 1, reps=2, warmup=1, interleave="g"),
+        Cell("inproc", "no-such-strategy", 50, "logged", 1, reps=3, warmup=1, interleave="g"),
+    ]
+    done: list[int] = []
+    samples = runner.run_batch(cells, done.append)
+    # Samples come back in cell order: every repetition of the first, then the second...
+    assert [(s.name, s.rep, s.warmup) for s in samples if s.ok] == [
+        ("psycopg-text", 0, True),
+        ("psycopg-text", 0, False),
+        ("psycopg-text", 1, False),
+        ("psycopg-text", 2, False),
+        ("psql-copy", 0, True),
+        ("psql-copy", 0, False),
+        ("psql-copy", 1, False),
+    ]
+    # ... but they ran in rounds: each round one repetition of every cell still running,
+    # starting one cell further on. The unknown strategy failed in round 0 and dropped out.
+    ran = sorted((s for s in samples if s.ok), key=lambda s: s.started_at)
+    assert [s.name for s in ran] == [
+        "psycopg-text",
+        "psql-copy",  # round 0 (the failure came last)
+        "psql-copy",
+        "psycopg-text",  # round 1 starts one further on
+        "psycopg-text",
+        "psql-copy",  # round 2
+        "psycopg-text",  # round 3: psql-copy is done
+    ]
+    (failed,) = [s for s in samples if not s.ok]
+    assert failed.name == "no-such-strategy" and "valid" in failed.error
+    assert sum(done) == 4 + 3 + 4  # the failed cell's skipped repetitions count as done
