@@ -13,7 +13,9 @@ from experiments import upload as upload_mod
 from experiments.workers import RssWatch, worker_pids
 
 
-def _hold(ready, go, grow_mb: int):  # type: ignore[no-untyped-def]
+def _hold(ready, go, done, grow_mb: int):  # type: ignore[no-untyped-def]
+    """Wait for ``go``, touch ``grow_mb`` and free it, say ``ready``, then stay alive until
+    ``done`` (an exited child has no /proc status to read its peak from)."""
     ready.set()
     go.wait(30)
     block = bytearray(grow_mb * 1024 * 1024)  # touched: resident
@@ -21,13 +23,13 @@ def _hold(ready, go, grow_mb: int):  # type: ignore[no-untyped-def]
         block[i] = 1
     del block
     ready.set()
-    go.wait(30)
+    done.wait(30)
 
 
 def test_rss_watch_sees_a_child_peak_after_it_is_freed():
     ctx = multiprocessing.get_context("fork")
-    ready, go = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold, args=(ready, go, 40))
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold, args=(ready, go, done, 40))
     child.start()
     try:
         ready.wait(10)
@@ -40,6 +42,7 @@ def test_rss_watch_sees_a_child_peak_after_it_is_freed():
         assert growth is not None and 35 <= growth <= 60
     finally:
         go.set()
+        done.set()
         child.join(10)
 
 

@@ -16,6 +16,7 @@ import pytest
 from experiments import floor, matrix, perfprofile, report, results
 from experiments.floor import FloorResult, FloorSample
 from experiments.matrix import FloorSettings
+from experiments.measure import Sample
 from experiments.perfprofile import Profile, Share
 from lab.cli import main
 from lab.errors import LabError
@@ -251,11 +252,28 @@ def test_verdict_is_computed_from_the_best_median() -> None:
     assert floor.verdict([], 50.0) == "The floor was not measured in this run."
 
 
+def _one_sample() -> Sample:
+    return Sample(
+        run_id="old",
+        kind="strategy",
+        path="inproc",
+        name="psycopg-text",
+        rows=100,
+        variant="logged",
+        concurrency=1,
+        rep=0,
+        worker=0,
+        warmup=False,
+        ok=True,
+        in_db_ms=80.0,
+    )
+
+
 def test_results_round_trip_with_floor_and_old_file_without(tmp_path: Path) -> None:
     result = _synthetic(PROFILE)
     run = results.save(tmp_path / "a", "a", {"budget_ms": 50.0}, [], result)
     doc = json.loads((run.folder / "results.json").read_text())
-    assert doc["schema_version"] == results.SCHEMA_VERSION == 2
+    assert doc["schema_version"] == results.SCHEMA_VERSION == 3
     assert doc["floor"]["samples"][0]["copy_ms"] == 120.0
     assert results.load(run.folder).floor == result
 
@@ -268,6 +286,14 @@ def test_results_round_trip_with_floor_and_old_file_without(tmp_path: Path) -> N
     assert loaded.floor is None
     html = report.render(loaded).read_text()
     assert "Server floor" in html and "not measured in this run" in html
+
+    # A version-2 file: samples without CPU figures load as not observed.
+    sample = {k: v for k, v in _one_sample().to_dict().items() if not k.startswith("cpu_")}
+    (old / "results.json").write_text(
+        json.dumps({"schema_version": 2, "run_id": "old", "metadata": {}, "samples": [sample]})
+    )
+    frame = results.load(old).frame()
+    assert frame["cpu_db_ms"].isna().all() and frame["in_db_ms"].iloc[0] == 80.0
 
 
 def test_report_shows_the_floor_section(tmp_path: Path) -> None:
