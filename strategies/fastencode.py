@@ -549,7 +549,9 @@ def encode_batch(batch: pa.RecordBatch, encoders: Sequence[ColumnEncoder]) -> pa
     return pc.binary_join_element_wise(*pieces, pa.scalar(b"", pa.large_binary()))
 
 
-def _read_piece(piece: bytes, names: list[str]) -> pa.Table:
+def read_piece(piece: bytes, names: list[str]) -> pa.Table:
+    """One piece of whole records as a table of strings, with the project's NULL rule
+    (unquoted empty = NULL, ``""`` = empty string); also arrow-adbc's reader."""
     return pacsv.read_csv(
         pa.py_buffer(piece),
         read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
@@ -619,7 +621,7 @@ def encode_fast(
         try:
             names = [c.name for c in columns]
             for piece in pieces(raw):
-                for batch in _read_piece(piece, names).to_batches():
+                for batch in read_piece(piece, names).to_batches():
                     if batch.num_rows:
                         _deal(encode_batch(batch, ready), row, sinks, per_sink)
                         row += batch.num_rows

@@ -139,10 +139,6 @@ def test_buffering_strategies_spool_to_disk(name, db, conn, monkeypatch):
         assert result.bytes == source.size > 8 * MB
         assert made and all(spool.rolled_over(f) for f in made)  # type: ignore[arg-type]
         assert peak.rss_growth < 96 * MB, peak
-        if name != "arrow-adbc":
-            assert peak.traced < 5 * MB, peak
-        # arrow-adbc: pyarrow's streaming CSV reader reads ahead through the spooled
-        # upload (about 9 MB of this 10 MB held after its first batch), so its Python
-        # peak follows the input size; see docs/strategies.md.
+        assert peak.traced < 5 * MB, peak
     finally:
         conn.execute("TRUNCATE ingest.records")
