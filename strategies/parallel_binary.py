@@ -27,7 +27,7 @@ from lab.errors import LabError
 from strategies import common, fastencode, parts, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import binary_lines, connections, move_rows, run_slices
+from strategies.slices import binary_lines, connections, move_rows, run_slices, width
 from strategies.unlogged_staging import STAGING_SCHEMA
 
 
@@ -51,7 +51,7 @@ class ParallelBinary(Strategy):
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        n = self.workers
+        n = width(db, self.workers)
         with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
         # The parse holds no connection: a pool serves other loads meanwhile.

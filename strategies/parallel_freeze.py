@@ -38,7 +38,7 @@ from strategies import common, fastencode, parts, spool
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import binary_lines, connections, run_slices
+from strategies.slices import binary_lines, connections, run_slices, width
 
 PARTS_SCHEMA = parts.SCHEMA
 
@@ -61,7 +61,7 @@ class ParallelFreeze(Strategy):
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        n = self.workers
+        n = width(db, self.workers)
         with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
             attach = parts.can_attach(conn, plan.target)

@@ -32,7 +32,7 @@ from strategies import common, parts
 from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
 from strategies.parallel_binary import default_workers
 from strategies.recordsplit import BLOCK_BYTES, Dealer
-from strategies.slices import connections, run_slices
+from strategies.slices import connections, run_slices, width
 
 # Chunks in flight per stream: enough slack that one slower backend does not stall the
 # others at every block, while a load holds at most N * 8 * CHUNK_BYTES (2 MiB for two).
@@ -62,7 +62,7 @@ class ParallelText(Strategy):
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        n = self.workers
+        n = width(db, self.workers)
         with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
             attach = parts.can_attach(conn, plan.target)

@@ -35,6 +35,15 @@ LineOf = Callable[[int, int], int]
 _ACQUIRING = threading.Lock()
 
 
+def width(db: Connector, workers: int) -> int:
+    """How many slices (connections) a load of ``workers`` takes from ``db``: ``workers``,
+    or the size of a pool that could never hand out that many at once (the service's,
+    ``LAB_POOL_SIZE``, when ``LAB_PARALLEL_WORKERS`` is larger: with the default of one
+    per core, on any machine of more than four cores)."""
+    limit = getattr(db, "max_connections", None)
+    return workers if limit is None else max(1, min(workers, int(limit)))
+
+
 @contextlib.contextmanager
 def connections(db: Connector, n: int) -> Iterator[list[Conn]]:
     """N connections for one load, taken before any slice starts.
