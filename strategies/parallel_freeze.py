@@ -6,7 +6,8 @@ COPYs its slice into it with ``FREEZE`` and commits: a table created in the same
 transaction under ``wal_level=minimal`` is not WAL-logged (it is synced at commit
 instead), and ``FREEZE`` writes the rows already frozen, so no later vacuum rewrites
 them. One final transaction then publishes all slices at once, ``ALTER TABLE … INHERIT``
-per slice (a catalog change, no row is moved), and runs ``finalize``. Until that commit
+per slice (a catalog change, no row is moved; a slice that got no rows is dropped
+instead), and runs ``finalize``. Until that commit
 no slice is visible through the target; if any slice or the publish fails, every slice
 table is dropped and the target is as it was.
 
@@ -87,8 +88,9 @@ class ParallelFreeze(Strategy):
                     attach=attach,
                     rows=encoded.total_rows,
                     finalize=finalize,
+                    empty=frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0),
                 )
-        first = min(start for start, _ in spans)
+        first = min(start for start, _, _ in spans)
         return LoadResult(
             strategy=self.name,
             table=table,
@@ -101,7 +103,7 @@ class ParallelFreeze(Strategy):
                 total_ms=(time.perf_counter() - started) * 1000,
             ),
             steps=(
-                ("slices", max(done for _, done in spans) - first),
+                ("slices", max(done for _, done, _ in spans) - first),
                 ("publish", done.end - done.start),
             ),
         )
@@ -109,9 +111,9 @@ class ParallelFreeze(Strategy):
     @staticmethod
     def _slice(
         conn: common.Conn, plan: common.Plan, part: sql.Identifier, payload: BinaryIO
-    ) -> tuple[float, float]:
-        """Create one slice table and COPY … FREEZE into it; returns its server start and
-        the server time just after its commit."""
+    ) -> tuple[float, float, int]:
+        """Create one slice table and COPY … FREEZE into it; returns its server start, the
+        server time just after its commit, and its rows."""
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
             part, plan.target.column_list(plan.names)
         )
@@ -120,5 +122,5 @@ class ParallelFreeze(Strategy):
             start = common.server_clock_ms(conn)
             parts.create(conn, part, plan.target)
             with conn.cursor() as cur:
-                copy_spool(cur, statement, payload)
-        return start, common.server_clock_ms(conn)
+                rows = copy_spool(cur, statement, payload)
+        return start, common.server_clock_ms(conn), rows
