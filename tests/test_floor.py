@@ -255,7 +255,7 @@ def test_results_round_trip_with_floor_and_old_file_without(tmp_path: Path) -> N
     result = _synthetic(PROFILE)
     run = results.save(tmp_path / "a", "a", {"budget_ms": 50.0}, [], result)
     doc = json.loads((run.folder / "results.json").read_text())
-    assert doc["schema_version"] == results.SCHEMA_VERSION == 2
+    assert doc["schema_version"] == results.SCHEMA_VERSION == 3
     assert doc["floor"]["samples"][0]["copy_ms"] == 120.0
     assert results.load(run.folder).floor == result
 
