@@ -94,6 +94,16 @@ def test_a_line_ending_cr_or_end_marker_keeps_the_rest_in_one_stream(marker):
     assert tail.endswith(marker + b"4,d\n" * 20) or marker in tail
 
 
+def test_an_end_marker_split_across_two_chunks_keeps_the_rest_in_one_stream():
+    """PostgreSQL before 18 ends CSV data at ``\\.``: what follows must not reach a
+    stream of its own, wherever the upload's reads happen to cut it."""
+    dealer = Dealer(2, first_line=2, block_bytes=8)
+    dealer.feed(b"1,a\n2,b\n" * 20 + b"\\")
+    assert not dealer.pinned
+    dealer.feed(b".\n" + b"4,d\n" * 20)
+    assert dealer.pinned
+
+
 @pytest.fixture
 def clean(conn: Conn) -> Iterator[Conn]:
     conn.execute("TRUNCATE ingest.records, ingest.records_pk")
