@@ -49,6 +49,11 @@ class PoolConnector:
     def conninfo(self) -> str:
         return str(self._pool.conninfo)
 
+    @property
+    def max_connections(self) -> int:
+        """The most connections the pool hands out at once (``strategies.slices.width``)."""
+        return self._pool.max_size
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
         with self._pool.connection() as conn:

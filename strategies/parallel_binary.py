@@ -15,43 +15,30 @@ is the encode. N comes from the constructor or ``LAB_PARALLEL_WORKERS`` (0 = one
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from typing import BinaryIO, ClassVar
 
 from psycopg import sql
 
-from lab.config import Settings
-from lab.errors import LabError
 from strategies import common, fastencode, parts, spool
-from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
+from strategies.base import Connector, Finalize, LoadResult, Timings
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import binary_lines, connections, move_rows, run_slices
+from strategies.slices import ParallelStrategy, binary_lines, move_rows, run_slices, width
 from strategies.unlogged_staging import STAGING_SCHEMA
 
 
-def default_workers() -> int:
-    configured = Settings.from_env().parallel_workers
-    return configured if configured > 0 else os.cpu_count() or 1
-
-
-class ParallelBinary(Strategy):
+class ParallelBinary(ParallelStrategy):
     name: ClassVar[str] = "parallel-binary"
     description: ClassVar[str] = "binary COPY split over N connections into staging, then one move"
     streaming: ClassVar[bool] = False
-
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers if workers is not None else default_workers()
-        if self.workers < 1:
-            raise LabError("parallel-binary needs at least one worker", code="bad_config")
 
     def load(
         self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        n = self.workers
+        n = width(db, self.workers)
         with db.connection() as conn:
             plan = common.plan(conn, reader.stream, table)
         # The parse holds no connection: a pool serves other loads meanwhile.
@@ -62,26 +49,25 @@ class ParallelBinary(Strategy):
             parse_ms = (time.perf_counter() - parse_start) * 1000
             prefix = f"stage_{uuid.uuid4().hex}"
             stages = [sql.Identifier(STAGING_SCHEMA, f"{prefix}_{k}") for k in range(n)]
-            conns = stack.enter_context(connections(db, n))
             # On success the final transaction drops the staging tables itself.
-            with parts.dropped_on_failure(db, conns, stages):
-                starts = run_slices(
-                    n,
-                    lambda k: self._slice(conns[k], plan, stages[k], payloads[k]),
-                    binary_lines(encoded.line_map, n),
-                )
-                conn = conns[0]
-                with conn.transaction():
-                    common.pin_session(conn)
-                    moved = conn.execute(move_rows(plan.target, plan.names, stages))
-                    rows = moved.rowcount
-                    end = common.server_clock_ms(conn)
-                    for s in stages:
-                        conn.execute(sql.SQL("DROP TABLE {}").format(s))
-                    if finalize is not None:
-                        conn.execute(finalize(rows).encode())
-                    commit_start = time.perf_counter()
-                commit_ms = (time.perf_counter() - commit_start) * 1000
+            conns = stack.enter_context(parts.slice_connections(db, stages))
+            starts = run_slices(
+                n,
+                lambda k: self._slice(conns[k], plan, stages[k], payloads[k]),
+                binary_lines(encoded.line_map, n),
+            )
+            conn = conns[0]
+            with conn.transaction():
+                common.pin_session(conn)
+                moved = conn.execute(move_rows(plan.target, plan.names, stages))
+                rows = moved.rowcount
+                end = common.server_clock_ms(conn)
+                for s in stages:
+                    conn.execute(sql.SQL("DROP TABLE {}").format(s))
+                if finalize is not None:
+                    conn.execute(finalize(rows).encode())
+                commit_start = time.perf_counter()
+            commit_ms = (time.perf_counter() - commit_start) * 1000
         return LoadResult(
             strategy=self.name,
             table=table,

@@ -6,7 +6,8 @@ COPYs its slice into it with ``FREEZE`` and commits: a table created in the same
 transaction under ``wal_level=minimal`` is not WAL-logged (it is synced at commit
 instead), and ``FREEZE`` writes the rows already frozen, so no later vacuum rewrites
 them. One final transaction then publishes all slices at once, ``ALTER TABLE … INHERIT``
-per slice (a catalog change, no row is moved), and runs ``finalize``. Until that commit
+per slice (a catalog change, no row is moved; a slice that got no rows is dropped
+instead), and runs ``finalize``. Until that commit
 no slice is visible through the target; if any slice or the publish fails, every slice
 table is dropped and the target is as it was.
 
@@ -31,19 +32,15 @@ import contextlib
 import time
 from typing import BinaryIO, ClassVar
 
-from psycopg import sql
-
-from lab.errors import LabError
 from strategies import common, fastencode, parts, spool
-from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
-from strategies.parallel_binary import default_workers
+from strategies.base import Connector, Finalize, LoadResult
 from strategies.psycopg_binary import copy_spool
-from strategies.slices import binary_lines, connections, run_slices
+from strategies.slices import ParallelStrategy, binary_lines, run_slices, width
 
 PARTS_SCHEMA = parts.SCHEMA
 
 
-class ParallelFreeze(Strategy):
+class ParallelFreeze(ParallelStrategy):
     name: ClassVar[str] = "parallel-freeze"
     description: ClassVar[str] = (
         "N connections COPY … FREEZE into fresh tables (no WAL), one attach publishes"
@@ -51,74 +48,45 @@ class ParallelFreeze(Strategy):
     streaming: ClassVar[bool] = False
     attaches_parts: ClassVar[bool] = True
 
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers if workers is not None else default_workers()
-        if self.workers < 1:
-            raise LabError("parallel-freeze needs at least one worker", code="bad_config")
-
     def load(
         self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        n = self.workers
-        with db.connection() as conn:
-            plan = common.plan(conn, reader.stream, table)
-            attach = parts.can_attach(conn, plan.target)
-            if not conn.autocommit:
-                conn.rollback()
+        n = width(db, self.workers)
+        plan, attach = parts.plan(db, reader.stream, table)
         with contextlib.ExitStack() as stack:
             payloads = [stack.enter_context(spool.spooled()) for _ in range(n)]
             parse_start = time.perf_counter()
             encoded = fastencode.encode(reader.stream, plan.columns, payloads)
             parse_ms = (time.perf_counter() - parse_start) * 1000
             tables = parts.names(table, n)
-            conns = stack.enter_context(connections(db, n))
-            with parts.dropped_on_failure(db, conns, tables):
-                spans = run_slices(
-                    n,
-                    lambda k: self._slice(conns[k], plan, tables[k], payloads[k]),
-                    binary_lines(encoded.line_map, n),
-                )
-                done = parts.publish_load(
-                    conns[0],  # its slice is committed: it publishes them all
+            conns = stack.enter_context(parts.slice_connections(db, tables))
+            filled = run_slices(
+                n,
+                lambda k: parts.fill(
+                    conns[k],
                     plan,
-                    tables,
-                    attach=attach,
-                    rows=encoded.total_rows,
-                    finalize=finalize,
-                )
-        first = min(start for start, _ in spans)
-        return LoadResult(
-            strategy=self.name,
-            table=table,
-            rows=done.rows,
-            bytes=reader.count,
-            timings=Timings(
-                parse_ms=parse_ms,
-                in_db_ms=done.end - first,
-                commit_ms=done.commit_ms,
-                total_ms=(time.perf_counter() - started) * 1000,
-            ),
-            steps=(
-                ("slices", max(done for _, done in spans) - first),
-                ("publish", done.end - done.start),
-            ),
+                    tables[k],
+                    "binary",
+                    lambda cur, statement: copy_spool(cur, statement, payloads[k]),
+                ),
+                binary_lines(encoded.line_map, n),
+            )
+            done = parts.publish_load(
+                conns[0],  # its slice is committed: it publishes them all
+                plan,
+                tables,
+                filled,
+                attach=attach,
+                finalize=finalize,
+            )
+        return parts.load_result(
+            self.name,
+            table,
+            reader.count,
+            started=started,
+            parse_ms=parse_ms,
+            filled=filled,
+            done=done,
         )
-
-    @staticmethod
-    def _slice(
-        conn: common.Conn, plan: common.Plan, part: sql.Identifier, payload: BinaryIO
-    ) -> tuple[float, float]:
-        """Create one slice table and COPY … FREEZE into it; returns its server start and
-        the server time just after its commit."""
-        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
-            part, plan.target.column_list(plan.names)
-        )
-        with conn.transaction():
-            common.pin_session(conn)
-            start = common.server_clock_ms(conn)
-            parts.create(conn, part, plan.target)
-            with conn.cursor() as cur:
-                copy_spool(cur, statement, payload)
-        return start, common.server_clock_ms(conn)

@@ -25,14 +25,13 @@ import threading
 import time
 from typing import BinaryIO, ClassVar
 
+import psycopg
 from psycopg import sql
 
-from lab.errors import LabError
 from strategies import common, parts
-from strategies.base import Connector, Finalize, LoadResult, Strategy, Timings
-from strategies.parallel_binary import default_workers
+from strategies.base import Connector, Finalize, LoadResult
 from strategies.recordsplit import BLOCK_BYTES, Dealer
-from strategies.slices import connections, run_slices
+from strategies.slices import ParallelStrategy, run_slices, width
 
 # Chunks in flight per stream: enough slack that one slower backend does not stall the
 # others at every block, while a load holds at most N * 8 * CHUNK_BYTES (2 MiB for two).
@@ -43,7 +42,7 @@ class _Aborted(Exception):
     """The upload could not be read to its end: the part's transaction rolls back."""
 
 
-class ParallelText(Strategy):
+class ParallelText(ParallelStrategy):
     name: ClassVar[str] = "parallel-text"
     description: ClassVar[str] = (
         "CSV dealt at record boundaries to N COPY csv FREEZE streams, one attach publishes"
@@ -52,22 +51,16 @@ class ParallelText(Strategy):
     attaches_parts: ClassVar[bool] = True
 
     def __init__(self, workers: int | None = None, block_bytes: int = BLOCK_BYTES) -> None:
-        self.workers = workers if workers is not None else default_workers()
+        super().__init__(workers)
         self.block_bytes = block_bytes
-        if self.workers < 1:
-            raise LabError("parallel-text needs at least one worker", code="bad_config")
 
     def load(
         self, source: BinaryIO, table: str, db: Connector, *, finalize: Finalize | None = None
     ) -> LoadResult:
         started = time.perf_counter()
         reader = common.CountingReader(source)
-        n = self.workers
-        with db.connection() as conn:
-            plan = common.plan(conn, reader.stream, table)
-            attach = parts.can_attach(conn, plan.target)
-            if not conn.autocommit:
-                conn.rollback()
+        n = width(db, self.workers)
+        plan, attach = parts.plan(db, reader.stream, table)
         tables = parts.names(table, n)
         # Each stream's feed: bytes, then None at the end of the upload; ``broken`` set
         # first when the upload could not be read to its end (every part rolls back).
@@ -87,8 +80,8 @@ class ParallelText(Strategy):
                 for f in feeds:
                     f.put(None)
 
-        with connections(db, n) as conns, parts.dropped_on_failure(db, conns, tables):
-            spans = run_slices(
+        with parts.slice_connections(db, tables) as conns:
+            filled = run_slices(
                 n,
                 lambda k: self._slice(conns[k], plan, tables[k], feeds[k], broken),
                 dealer.line_of,
@@ -98,27 +91,18 @@ class ParallelText(Strategy):
                 conns[0],  # its part is committed: it publishes them all
                 plan,
                 tables,
+                filled,
                 attach=attach,
-                rows=sum(r for _, _, r in spans),
                 finalize=finalize,
-                empty=frozenset(k for k, (_, _, rows) in enumerate(spans) if rows == 0),
             )
-        first = min(start for start, _, _ in spans)
-        return LoadResult(
-            strategy=self.name,
-            table=table,
-            rows=done.rows,
-            bytes=reader.count,
-            timings=Timings(
-                parse_ms=0.0,
-                in_db_ms=done.end - first,
-                commit_ms=done.commit_ms,
-                total_ms=(time.perf_counter() - started) * 1000,
-            ),
-            steps=(
-                ("slices", max(done for _, done, _ in spans) - first),
-                ("publish", done.end - done.start),
-            ),
+        return parts.load_result(
+            self.name,
+            table,
+            reader.count,
+            started=started,
+            parse_ms=0.0,
+            filled=filled,
+            done=done,
         )
 
     @staticmethod
@@ -128,27 +112,21 @@ class ParallelText(Strategy):
         part: sql.Identifier,
         feed: queue.Queue[bytes | None],
         broken: threading.Event,
-    ) -> tuple[float, float, int]:
-        """Create one part and COPY its stream into it; returns its server start, the
-        server time after its commit, and its rows. Drains its feed whatever happens, so
-        the reader never blocks on a stream that has stopped."""
-        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, FREEZE)").format(
-            part, plan.target.column_list(plan.names)
-        )
+    ) -> parts.Filled:
+        """Create one part and COPY its stream into it (``parts.fill``). Drains its feed
+        whatever happens, so the reader never blocks on a stream that has stopped."""
         piece: bytes | None = b""
+
+        def send(cur: psycopg.Cursor[tuple[object, ...]], statement: sql.Composed) -> None:
+            nonlocal piece
+            with cur.copy(statement) as copy:
+                while (piece := feed.get()) is not None:
+                    copy.write(piece)
+                if broken.is_set():
+                    raise _Aborted
+
         try:
-            with conn.transaction():
-                common.pin_session(conn)
-                start = common.server_clock_ms(conn)
-                parts.create(conn, part, plan.target)
-                with conn.cursor() as cur:
-                    with cur.copy(statement) as copy:
-                        while (piece := feed.get()) is not None:
-                            copy.write(piece)
-                        if broken.is_set():
-                            raise _Aborted
-                    rows = cur.rowcount
-            return start, common.server_clock_ms(conn), rows
+            return parts.fill(conn, plan, part, "csv", send)
         finally:
             while piece is not None:
                 piece = feed.get()

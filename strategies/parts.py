@@ -20,17 +20,18 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO, Literal
 
 import psycopg
 from psycopg import sql
 
 from strategies import common
-from strategies.base import Connector, Finalize
+from strategies.base import Connector, Finalize, LoadResult, Timings
 from strategies.catalog import Target
 from strategies.pgerrors import copy_error, is_input_error
-from strategies.slices import move_rows, usable
+from strategies.slices import connections, move_rows, usable
 
 #: Where part tables live (migration 004): outside ``ingest``, so never upload targets.
 SCHEMA = "ingest_parts"
@@ -51,6 +52,17 @@ def can_attach(conn: common.Conn, target: Target) -> bool:
     return not (row and row[0])
 
 
+def plan(db: Connector, source: BinaryIO, table: str) -> tuple[common.Plan, bool]:
+    """The load's plan (``common.plan``: the catalog and the header, read off ``source``)
+    and whether its parts may be attached to the target (``can_attach``)."""
+    with db.connection() as conn:
+        checked = common.plan(conn, source, table)
+        attach = can_attach(conn, checked.target)
+        if not conn.autocommit:
+            conn.rollback()
+    return checked, attach
+
+
 def create(conn: common.Conn, part: sql.Identifier, target: Target) -> None:
     """Create one part shaped like the target (run inside the transaction that fills it)."""
     conn.execute(
@@ -58,6 +70,42 @@ def create(conn: common.Conn, part: sql.Identifier, target: Target) -> None:
             part, target.ident
         )
     )
+
+
+@dataclass(frozen=True)
+class Filled:
+    """One part's transaction: its server-clock start, the server time just after its
+    commit, and the rows its COPY loaded."""
+
+    start: float
+    end: float
+    rows: int
+
+
+#: Sends one part's input through ``COPY … FROM STDIN`` on the cursor (``fill``).
+Send = Callable[["psycopg.Cursor[tuple[object, ...]]", sql.Composed], object]
+
+
+def fill(
+    conn: common.Conn,
+    plan: common.Plan,
+    part: sql.Identifier,
+    form: Literal["csv", "binary"],
+    send: Send,
+) -> Filled:
+    """Create one part and ``COPY … (FORMAT form, FREEZE)`` into it, in one transaction:
+    ``send(cursor, statement)`` runs the COPY."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}, FREEZE)").format(
+        part, plan.target.column_list(plan.names), sql.SQL(form)
+    )
+    with conn.transaction():
+        common.pin_session(conn)
+        start = common.server_clock_ms(conn)
+        create(conn, part, plan.target)
+        with conn.cursor() as cur:
+            send(cur, statement)
+            rows = cur.rowcount
+    return Filled(start, common.server_clock_ms(conn), rows)
 
 
 def publish(
@@ -102,24 +150,66 @@ def publish_load(
     conn: common.Conn,
     plan: common.Plan,
     tables: list[sql.Identifier],
+    filled: Sequence[Filled],
     *,
     attach: bool,
-    rows: int,
     finalize: Finalize | None,
-    empty: frozenset[int] = frozenset(),
 ) -> Published:
-    """``publish`` in its own transaction with ``finalize``; ``rows`` is the count the
-    slices loaded (what an attach publishes; a move counts its own)."""
+    """``publish`` in its own transaction with ``finalize``; the parts that loaded no rows
+    are dropped, not published. An attach publishes the rows the parts loaded; a move
+    counts its own."""
+    empty = frozenset(k for k, part in enumerate(filled) if part.rows == 0)
     with conn.transaction():
         common.pin_session(conn)
         start = common.server_clock_ms(conn)
         moved = publish(conn, plan.target, plan.names, tables, attach=attach, empty=empty)
-        total = rows if moved is None else moved
+        total = sum(part.rows for part in filled) if moved is None else moved
         end = common.server_clock_ms(conn)
         if finalize is not None:
             conn.execute(finalize(total).encode())
         commit_start = time.perf_counter()
     return Published(total, start, end, (time.perf_counter() - commit_start) * 1000)
+
+
+def load_result(
+    strategy: str,
+    table: str,
+    nbytes: int,
+    *,
+    started: float,
+    parse_ms: float,
+    filled: Sequence[Filled],
+    done: Published,
+) -> LoadResult:
+    """The result of a load published by ``publish_load``: in-DB from the earliest part's
+    start to the end of the publish (server clock), ``steps`` ``slices`` (to the last
+    part's commit) and ``publish``; ``started`` is the load's ``perf_counter`` start."""
+    first = min(part.start for part in filled)
+    return LoadResult(
+        strategy=strategy,
+        table=table,
+        rows=done.rows,
+        bytes=nbytes,
+        timings=Timings(
+            parse_ms=parse_ms,
+            in_db_ms=done.end - first,
+            commit_ms=done.commit_ms,
+            total_ms=(time.perf_counter() - started) * 1000,
+        ),
+        steps=(
+            ("slices", max(part.end for part in filled) - first),
+            ("publish", done.end - done.start),
+        ),
+    )
+
+
+@contextlib.contextmanager
+def slice_connections(db: Connector, tables: list[sql.Identifier]) -> Iterator[list[common.Conn]]:
+    """One connection per table (``slices.connections``) for the block, in which the
+    load's slices and publish run: if it fails, every table is dropped
+    (``dropped_on_failure``)."""
+    with connections(db, len(tables)) as conns, dropped_on_failure(db, conns, tables):
+        yield conns
 
 
 @contextlib.contextmanager

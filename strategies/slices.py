@@ -10,6 +10,7 @@ it would in one COPY of the whole file.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +19,10 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
+from lab.config import Settings
 from lab.errors import LabError
 from strategies import binary
-from strategies.base import Connector
+from strategies.base import Connector, Strategy
 from strategies.catalog import Target
 from strategies.common import Conn
 from strategies.pgerrors import copy_error, is_input_error
@@ -31,8 +33,34 @@ T = TypeVar("T")
 LineOf = Callable[[int, int], int]
 
 
+def default_workers() -> int:
+    """``LAB_PARALLEL_WORKERS``, or one per CPU core when it is 0 (the default)."""
+    configured = Settings.from_env().parallel_workers
+    return configured if configured > 0 else os.cpu_count() or 1
+
+
+class ParallelStrategy(Strategy):
+    """A strategy whose loads run N slices, one connection each: N from the constructor,
+    else ``default_workers()``; a load takes at most what its connector can hand out
+    (``width``)."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers if workers is not None else default_workers()
+        if self.workers < 1:
+            raise LabError(f"{self.name} needs at least one worker", code="bad_config")
+
+
 #: Held while one load takes its N connections (see ``connections``).
 _ACQUIRING = threading.Lock()
+
+
+def width(db: Connector, workers: int) -> int:
+    """How many slices (connections) a load of ``workers`` takes from ``db``: ``workers``,
+    or the size of a pool that could never hand out that many at once (the service's,
+    ``LAB_POOL_SIZE``, when ``LAB_PARALLEL_WORKERS`` is larger: with the default of one
+    per core, on any machine of more than four cores)."""
+    limit = getattr(db, "max_connections", None)
+    return workers if limit is None else max(1, min(workers, int(limit)))
 
 
 @contextlib.contextmanager

@@ -62,6 +62,19 @@ def test_slices_are_attached_children_and_rows_match(db, conn):
     conn.execute("TRUNCATE ingest.records")
 
 
+def test_slices_without_rows_are_dropped_not_attached(db, conn):
+    """A file smaller than one block of rows fills one slice: the others' empty tables
+    would only be more children for every query on the target to plan and scan."""
+    conn.execute("TRUNCATE ingest.records")
+    before = set(parts(conn))
+    result = ParallelFreeze(workers=3).load(
+        io.BytesIO(fakedata.csv_bytes(100, seed=12)), "records", db
+    )
+    assert result.rows == 100 == count(conn, "records")
+    assert len(set(parts(conn)) - before) == 1
+    conn.execute("TRUNCATE ingest.records")
+
+
 def test_a_failing_slice_leaves_target_unchanged_and_no_tables(db, checked):
     checked.execute("INSERT INTO ingest.checked VALUES (1, 'before')")
     bad = binary.BLOCK_ROWS + 5  # the second block: the second of two slices

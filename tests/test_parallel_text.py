@@ -43,7 +43,7 @@ def records(data: bytes) -> list[list[str]]:
     return list(pycsv.reader(io.StringIO(data.decode(), newline="")))
 
 
-FIELD = st.text(alphabet='ab,"\n', max_size=6)
+FIELD = st.text(alphabet='ab,"\n\r', max_size=6)
 
 
 @settings(max_examples=200, deadline=None)
@@ -64,6 +64,7 @@ def test_every_stream_gets_whole_records(rows, streams, block, chunk):
     for part in out[1:]:  # PostgreSQL would miscount a quoted break in a stream's first line
         first = part.split(b"\n", 1)[0]
         assert first.count(b'"') % 2 == 0
+        assert b"\r" not in first  # counted as a line before the stream knows its ending
 
 
 def test_line_of_maps_each_stream_line_back_to_the_upload():
@@ -91,6 +92,16 @@ def test_a_line_ending_cr_or_end_marker_keeps_the_rest_in_one_stream(marker):
     assert dealer.pinned
     tail = out[dealer.current]
     assert tail.endswith(marker + b"4,d\n" * 20) or marker in tail
+
+
+def test_an_end_marker_split_across_two_chunks_keeps_the_rest_in_one_stream():
+    """PostgreSQL before 18 ends CSV data at ``\\.``: what follows must not reach a
+    stream of its own, wherever the upload's reads happen to cut it."""
+    dealer = Dealer(2, first_line=2, block_bytes=8)
+    dealer.feed(b"1,a\n2,b\n" * 20 + b"\\")
+    assert not dealer.pinned
+    dealer.feed(b".\n" + b"4,d\n" * 20)
+    assert dealer.pinned
 
 
 @pytest.fixture
@@ -167,6 +178,22 @@ def test_errors_report_the_earliest_line_like_one_copy(db, clean, bad, workers, 
     assert reference[0] == "error"
     split = outcome(ParallelText(workers=workers, block_bytes=64), body, "records", db, clean)
     assert split == reference
+
+
+@pytest.mark.parametrize("bad", [[9], [30], [59]])
+def test_quoted_carriage_returns_after_the_first_record_keep_lines_like_one_copy(db, clean, bad):
+    """A quoted CR in a stream's first line would count as a line there (PostgreSQL does
+    not know that stream's line ending yet), but not in one COPY of the whole file."""
+    rows_ = []
+    for i in range(60):
+        values = {"quantity": "oops"} if i in bad else {}
+        rows_.append(row(i, name='"a\rb"' if i % 2 else "n", **values))
+    body = catalog_csv(*rows_)
+    reference = outcome(PsycopgText(), body, "records", db, clean)
+    assert reference[0] == "error" and reference[3] == bad[0] + 2
+    for block in (1, 64, 100):
+        split = outcome(ParallelText(workers=2, block_bytes=block), body, "records", db, clean)
+        assert split == reference
 
 
 def test_fake_data_round_trip_equals_one_copy(db, clean):

@@ -66,7 +66,8 @@ def test_compact_without_rows_only_drops_the_parts(db, empty):
 
 
 def test_lab_compact_command(db, db_url, empty):
-    ParallelFreeze(2).load(io.BytesIO(fakedata.csv_bytes(1000, seed=3)), "records", db)
+    # 3000 rows: two blocks of binary.BLOCK_ROWS, one per slice (an empty slice is dropped)
+    ParallelFreeze(2).load(io.BytesIO(fakedata.csv_bytes(3000, seed=3)), "records", db)
     out = subprocess.run(
         [sys.executable, "-m", "lab.cli", "compact", "records"],
         env={"DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
@@ -74,7 +75,7 @@ def test_lab_compact_command(db, db_url, empty):
         text=True,
         check=True,
     ).stdout
-    assert "ingest.records: folded 2 part tables (1000 rows)" in out
+    assert "ingest.records: folded 2 part tables (3000 rows)" in out
     assert children(empty) == 0
     bad = subprocess.run(
         [sys.executable, "-m", "lab.cli", "compact", "nope"],
