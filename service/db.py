@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 from lab.errors import LabError
 from service import ledger
 from service.ledger import Lease
+from strategies import parts
 
 log = logging.getLogger("service")
 
@@ -135,13 +136,16 @@ def init_app(app: Flask) -> None:
 
 
 def reap_at_boot(url: str) -> None:
-    """Fail the uploads a dead worker left 'loading' (e.g. the one this worker replaces).
+    """Fail the uploads a dead worker left 'loading' (e.g. the one this worker replaces),
+    and drop the part tables its parallel load had committed but not published.
 
     Best effort: with the database down the worker still starts; uploads and ``/readyz``
-    reap again later.
+    reap again later, ``lab compact`` drops orphaned parts too.
     """
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
             ledger.reap(conn)
+            if dropped := parts.drop_orphans(conn):
+                log.warning("dropped %d orphaned part tables: %s", len(dropped), dropped)
     except psycopg.Error as exc:
         log.info("no reaping at start: %s", str(exc).strip().splitlines()[-1:] or exc)

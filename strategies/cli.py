@@ -43,7 +43,8 @@ def register(subparsers: Any) -> None:
 
     compact = subparsers.add_parser(
         "compact",
-        help="fold the part tables of parallel-freeze/parallel-text back into their targets",
+        help="fold the part tables of parallel-freeze/parallel-text back into their targets; "
+        "drop those of loads that died before publishing them",
     )
     compact.add_argument(
         "tables", nargs="*", metavar="TABLE", help="ingest tables (default: every one)"
@@ -62,7 +63,8 @@ def _positive(text: str) -> int:
 
 
 def compact_tables(args: argparse.Namespace) -> int:
-    """``parts.compact`` per table, one transaction each; prints what moved."""
+    """``parts.compact`` per table, one transaction each, then ``parts.drop_orphans``;
+    prints what moved and what was dropped."""
     import time
 
     from strategies import catalog, parts
@@ -78,6 +80,8 @@ def compact_tables(args: argparse.Namespace) -> int:
                 f"{target.schema}.{target.table}: folded {done.parts} part tables "
                 f"({done.rows} rows) in {ms:.0f} ms"
             )
+        orphans = parts.drop_orphans(conn)
+        print(f"dropped {len(orphans)} orphaned part tables (of loads that died unpublished)")
     return 0
 
 

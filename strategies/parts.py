@@ -13,11 +13,13 @@ Every upload adds N children to its target, and many children cost every reader 
 query plans and scans them all) and every ``TRUNCATE``. ``compact`` folds them back into
 the target; the service runs it in the background once a target has more than
 ``LAB_MAX_PARTS`` (``service/maintenance.py``), operators with ``lab compact``.
+Parts a killed worker committed but never published are dropped by ``drop_orphans``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +34,7 @@ from strategies.base import Connector, Finalize, LoadResult, Timings
 from strategies.catalog import Target
 from strategies.pgerrors import copy_error, is_input_error
 from strategies.slices import connections, move_rows, usable
+from strategies.unlogged_staging import STAGING_SCHEMA
 
 #: Where part tables live (migration 004): outside ``ingest``, so never upload targets.
 SCHEMA = "ingest_parts"
@@ -207,9 +210,88 @@ def load_result(
 def slice_connections(db: Connector, tables: list[sql.Identifier]) -> Iterator[list[common.Conn]]:
     """One connection per table (``slices.connections``) for the block, in which the
     load's slices and publish run: if it fails, every table is dropped
-    (``dropped_on_failure``)."""
-    with connections(db, len(tables)) as conns, dropped_on_failure(db, conns, tables):
+    (``dropped_on_failure``). The first connection holds the load's lock (``load_lock``)
+    from before any table exists until they are published or dropped."""
+    with (
+        connections(db, len(tables)) as conns,
+        load_lock(conns[0], tables),
+        dropped_on_failure(db, conns, tables),
+    ):
         yield conns
+
+
+# -- orphans ------------------------------------------------------------------------------
+
+#: First key of the session advisory lock a parallel load holds while its tables exist
+#: unpublished; the second is a hash of the load's id, the hex run in its tables' names
+#: (``names``: ``ingest_parts.<target>_<16 hex>_<k>``; parallel-binary:
+#: ``lab.stage_<32 hex>_<k>``). The benchmark floor's ``floor_<12 hex>_<k>`` never match.
+_LOAD_LOCK_CLASS = 0x1AB1
+_LOAD_ID = r"_([0-9a-f]{16}|[0-9a-f]{32})_[0-9]+$"
+_UNPUBLISHED_SQL = """
+    SELECT n.nspname, c.relname, substring(c.relname FROM %(id)s)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind = 'r'
+       AND ((n.nspname = %(parts)s AND c.relname ~ '_[0-9a-f]{16}_[0-9]+$')
+         OR (n.nspname = %(stages)s AND c.relname ~ '^stage_[0-9a-f]{32}_[0-9]+$'))
+       AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+     ORDER BY 1, 2"""
+
+
+def load_id(table: sql.Identifier) -> str:
+    """The id of the load a part or staging table belongs to (see ``_LOAD_ID``)."""
+    found = re.search(_LOAD_ID.replace("$", '"$'), table.as_string())
+    if found is None:
+        raise ValueError(f"{table.as_string()} is not a parallel load's table")
+    return found[1]
+
+
+@contextlib.contextmanager
+def load_lock(conn: common.Conn, tables: list[sql.Identifier]) -> Iterator[None]:
+    """Hold the load's session lock on ``conn`` while the block runs.
+
+    A worker killed between its slices' commits and the publish leaves committed tables
+    that nothing attaches; its connection closes and the lock goes with it, which is how
+    ``drop_orphans`` tells such tables from those of a load still running.
+    """
+    key = (_LOAD_LOCK_CLASS, load_id(tables[0]))
+    conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+    if not conn.autocommit:
+        conn.commit()  # a session lock outlives the transaction; the slices open their own
+    try:
+        yield
+    finally:
+        if not (conn.closed or conn.broken):
+            with contextlib.suppress(psycopg.Error):
+                if not conn.autocommit:
+                    conn.rollback()
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+                if not conn.autocommit:
+                    conn.commit()
+
+
+def drop_orphans(conn: common.Conn) -> list[str]:
+    """Drop the unpublished tables of parallel loads that are no longer running (their
+    load's lock is free); returns their names. A running load's tables are left alone."""
+    found = conn.execute(
+        _UNPUBLISHED_SQL, {"id": _LOAD_ID, "parts": SCHEMA, "stages": STAGING_SCHEMA}
+    ).fetchall()
+    by_load: dict[str, list[sql.Identifier]] = {}
+    for schema, name, load in found:
+        by_load.setdefault(str(load), []).append(sql.Identifier(str(schema), str(name)))
+    dropped = []
+    for load, tables in by_load.items():
+        with conn.transaction():
+            # Transaction-scoped: granted only while no load holds it, released at commit.
+            row = conn.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_LOAD_LOCK_CLASS, load)
+            ).fetchone()
+            if not (row and row[0]):
+                continue
+            for table in tables:
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+                dropped.append(table.as_string())
+    return dropped
 
 
 @contextlib.contextmanager

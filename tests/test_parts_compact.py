@@ -76,6 +76,7 @@ def test_lab_compact_command(db, db_url, empty):
         check=True,
     ).stdout
     assert "ingest.records: folded 2 part tables (3000 rows)" in out
+    assert "dropped 0 orphaned part tables" in out
     assert children(empty) == 0
     bad = subprocess.run(
         [sys.executable, "-m", "lab.cli", "compact", "nope"],
@@ -110,3 +111,77 @@ def test_the_service_folds_parts_back_once_there_are_too_many(db_url, empty):
     finally:
         close_maintenance(app)
         close_db(app)
+
+
+def _committed_parts(conn: Conn, target: catalog.Target, n: int) -> list[psycopg.sql.Identifier]:
+    """N filled part tables committed and never published: what a worker killed between
+    its slices' commits and the publish leaves behind."""
+    tables = parts.names("records", n)
+    for table in tables:
+        with conn.transaction():
+            parts.create(conn, table, target)
+            conn.execute(psycopg.sql.SQL("INSERT INTO {} (id) VALUES (1)").format(table))
+    return tables
+
+
+def _exists(conn: Conn, table: psycopg.sql.Identifier) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone()
+    return bool(row and row[0])
+
+
+def test_orphaned_parts_are_dropped_and_a_running_loads_are_not(db_url, empty):
+    target = catalog.resolve(empty, "records")
+    dead = _committed_parts(empty, target, 2)
+    running = _committed_parts(empty, target, 2)
+    attached = _committed_parts(empty, target, 1)
+    empty.execute(psycopg.sql.SQL("ALTER TABLE {} INHERIT {}").format(attached[0], target.ident))
+    # The running load holds its lock on its own connection, as parallel loads do.
+    with psycopg.connect(db_url, autocommit=True) as owner:
+        with parts.load_lock(owner, running):
+            dropped = parts.drop_orphans(empty)
+            assert sorted(dropped) == sorted(t.as_string(empty) for t in dead)
+            assert not any(_exists(empty, t) for t in dead)
+            assert all(_exists(empty, t) for t in running + attached)
+        # Its connection gone or its lock released, the load's tables are orphans too.
+        assert len(parts.drop_orphans(empty)) == 2
+    assert all(_exists(empty, t) for t in attached)  # published parts are never orphans
+    # Every worker sweeps at boot (service.db.reap_at_boot), as it reaps the ledger.
+    more = _committed_parts(empty, target, 2)
+    app = create_app({"SETTINGS": Settings(database_url=db_url), "TESTING": True})
+    try:
+        assert not any(_exists(empty, t) for t in more)
+    finally:
+        close_db(app)
+        close_maintenance(app)
+
+
+def test_a_parallel_load_holds_its_lock_until_published(db, empty):
+    """While a parallel-text load reads its upload, its lock is taken; after, it is free."""
+    held: list[int] = []
+
+    class Watching(io.RawIOBase):
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+            n = self._data.readinto(buffer)
+            if n == 0 and not held:
+                held.append(_advisory_locks(empty))
+            return n
+
+    ParallelText(2).load(
+        io.BufferedReader(Watching(fakedata.csv_bytes(5000, seed=2))), "records", db
+    )
+    assert held == [1]
+    assert _advisory_locks(empty) == 0
+
+
+def _advisory_locks(conn: Conn) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s",
+        (0x1AB1,),
+    ).fetchone()
+    return int(row[0]) if row else 0
