@@ -14,6 +14,7 @@ import pytest
 from experiments import report, results, stats
 from experiments.cpu import CpuWatch, parse_stat, postmaster_pid, snapshot
 from experiments.measure import Sample
+from tests.samples import psql, sample
 
 
 def _burn(ready, go, done, seconds: float) -> None:  # type: ignore[no-untyped-def]
@@ -101,22 +102,7 @@ def test_postmaster_of_the_local_server(db_url: str) -> None:
 
 
 def _sample(rep: int, **cpu: float) -> Sample:
-    return Sample(
-        run_id="r",
-        kind="strategy",
-        path="http",
-        name="parallel-text",
-        rows=100_000,
-        variant="logged",
-        concurrency=1,
-        rep=rep,
-        worker=0,
-        warmup=False,
-        ok=True,
-        in_db_ms=200.0,
-        wall_ms=240.0,
-        **cpu,
-    )
+    return sample(path="http", name="parallel-text", rep=rep, in_db_ms=200.0, wall_ms=240.0, **cpu)
 
 
 def test_cpu_floor_and_the_http_budget_line_explain_a_cpu_bound_path() -> None:
@@ -126,18 +112,8 @@ def test_cpu_floor_and_the_http_budget_line_explain_a_cpu_bound_path() -> None:
         for i, db in enumerate((240.0, 250.0, 260.0))
     ]
     samples += [
-        Sample(
-            run_id="r",
-            kind="peer",
-            path="peer",
-            name="psql-copy",
-            rows=100_000,
-            variant="logged",
-            concurrency=1,
-            rep=i,
-            worker=0,
-            warmup=False,
-            ok=True,
+        psql(
+            i,
             in_db_ms=240.0,
             wall_ms=250.0,
             cpu_client_ms=20.0,
@@ -153,8 +129,8 @@ def test_cpu_floor_and_the_http_budget_line_explain_a_cpu_bound_path() -> None:
     assert floor.sides == {"client": 20.0, "proxy": 30.0, "service": 100.0, "database": 250.0}
     assert floor.total_ms == 400.0 and floor.floor_ms == 200.0  # 400 ms over 2 cores
     # psql: one backend at 250 ms is the floor, not 270 / 2.
-    psql = stats.cpu_floor(table[table["name"] == "psql-copy"].iloc[0], cores=2)
-    assert psql is not None and psql.floor_ms == 250.0
+    psql_floor = stats.cpu_floor(table[table["name"] == "psql-copy"].iloc[0], cores=2)
+    assert psql_floor is not None and psql_floor.floor_ms == 250.0
     assert stats.cpu_floor(row, cores=None) is None
 
     http = stats.budget_checks(table, 50.0, 100_000, cores=2)[2]

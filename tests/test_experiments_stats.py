@@ -10,22 +10,15 @@ import pytest
 from experiments import results, stats
 from experiments.measure import Sample
 from lab.cli import main
+from tests.samples import psql, sample
 
 
 def _samples(run_id: str, values: np.ndarray, name: str = "psycopg-text") -> list[Sample]:
     return [
-        Sample(
+        sample(
             run_id=run_id,
-            kind="strategy",
-            path="inproc",
             name=name,
-            rows=100_000,
-            variant="logged",
-            concurrency=1,
             rep=i,
-            worker=0,
-            warmup=False,
-            ok=True,
             in_db_ms=float(v),
             wall_ms=float(v) * 1.3,
             total_ms=float(v) * 1.2,
@@ -86,24 +79,7 @@ def test_report_compare_exit_status(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_budget_checks_pick_the_best_strategy_and_compare_with_psql() -> None:
     samples = _samples("r", [40.0, 42.0, 44.0], "fast") + _samples("r", [90.0, 95.0], "slow")
-    samples += [
-        Sample(
-            run_id="r",
-            kind="peer",
-            path="peer",
-            name="psql-copy",
-            rows=100_000,
-            variant="logged",
-            concurrency=1,
-            rep=i,
-            worker=0,
-            warmup=False,
-            ok=True,
-            in_db_ms=80.0,
-            wall_ms=100.0,
-        )
-        for i in range(3)
-    ]
+    samples += [psql(i, in_db_ms=80.0, wall_ms=100.0) for i in range(3)]
     table = stats.summary(results.to_frame(samples), budget_ms=50.0)
     gate, vs_psql, http, scale = stats.budget_checks(table, 50.0, 100_000)
     assert gate.passed is True and "fast" in gate.measured and "42.0 ms" in gate.measured
@@ -119,22 +95,7 @@ def test_budget_checks_pick_the_best_strategy_and_compare_with_psql() -> None:
 
 def _http(rows: int, walls: list[float], rss: float | None = None) -> list[Sample]:
     return [
-        Sample(
-            run_id="r",
-            kind="strategy",
-            path="http",
-            name="psycopg-text",
-            rows=rows,
-            variant="logged",
-            concurrency=1,
-            rep=i,
-            worker=0,
-            warmup=False,
-            ok=True,
-            in_db_ms=w / 2,
-            wall_ms=w,
-            rss_growth_mb=rss,
-        )
+        sample(path="http", rows=rows, rep=i, in_db_ms=w / 2, wall_ms=w, rss_growth_mb=rss)
         for i, w in enumerate(walls)
     ]
 

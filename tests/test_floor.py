@@ -16,11 +16,11 @@ import pytest
 from experiments import floor, matrix, perfprofile, report, results
 from experiments.floor import FloorResult, FloorSample
 from experiments.matrix import FloorSettings
-from experiments.measure import Sample
 from experiments.perfprofile import Profile, Share
 from lab.cli import main
 from lab.errors import LabError
 from lab.fakedata import write_csv
+from tests.samples import sample
 
 # A trimmed ``perf report --stdio --no-children --show-nr-samples --sort symbol`` output of
 # 10 N=1 durable loads of 100k rows (perf 6.1, PostgreSQL 18), with two unknown symbols.
@@ -258,23 +258,6 @@ def test_verdict_judges_the_durable_floor_and_names_unlogged_apart() -> None:
     assert floor.verdict([], 50.0) == "The floor was not measured in this run."
 
 
-def _one_sample() -> Sample:
-    return Sample(
-        run_id="old",
-        kind="strategy",
-        path="inproc",
-        name="psycopg-text",
-        rows=100,
-        variant="logged",
-        concurrency=1,
-        rep=0,
-        worker=0,
-        warmup=False,
-        ok=True,
-        in_db_ms=80.0,
-    )
-
-
 def test_results_round_trip_with_floor_and_old_file_without(tmp_path: Path) -> None:
     result = _synthetic(PROFILE)
     run = results.save(tmp_path / "a", "a", {"budget_ms": 50.0}, [], result)
@@ -294,9 +277,10 @@ def test_results_round_trip_with_floor_and_old_file_without(tmp_path: Path) -> N
     assert "Server floor" in html and "not measured in this run" in html
 
     # A version-2 file: samples without CPU figures load as not observed.
-    sample = {k: v for k, v in _one_sample().to_dict().items() if not k.startswith("cpu_")}
+    fields = sample(run_id="old", rows=100, in_db_ms=80.0).to_dict()
+    v2 = {k: v for k, v in fields.items() if not k.startswith("cpu_")}
     (old / "results.json").write_text(
-        json.dumps({"schema_version": 2, "run_id": "old", "metadata": {}, "samples": [sample]})
+        json.dumps({"schema_version": 2, "run_id": "old", "metadata": {}, "samples": [v2]})
     )
     frame = results.load(old).frame()
     assert frame["cpu_db_ms"].isna().all() and frame["in_db_ms"].iloc[0] == 80.0
