@@ -55,6 +55,12 @@ class _Stream:
     def __len__(self) -> int:
         return self._length
 
+    def close(self) -> None:
+        """Close the file part (after a failed request it may still be open)."""
+        for part in self._parts:
+            part.close()
+        self._parts = []
+
     def read(self, size: int = -1) -> bytes:
         while self._parts:
             chunk = self._parts[0].read(max(size, STREAM_PIECE_BYTES))
@@ -113,14 +119,19 @@ def upload(
     timeout: float = 600,
 ) -> UploadResult:
     """POST the body; anything but 201 raises RuntimeError with the service's message."""
+    payload = body.payload()
     started = time.perf_counter()
-    response = session.post(
-        upload_url(base_url, table, strategy),
-        data=body.payload(),
-        headers={"Content-Type": body.content_type},
-        verify=verify,
-        timeout=timeout,
-    )
+    try:
+        response = session.post(
+            upload_url(base_url, table, strategy),
+            data=payload,
+            headers={"Content-Type": body.content_type},
+            verify=verify,
+            timeout=timeout,
+        )
+    finally:
+        if isinstance(payload, _Stream):
+            payload.close()
     wall_ms = (time.perf_counter() - started) * 1000
     if response.status_code != 201:
         raise RuntimeError(f"HTTP {response.status_code}: {_error_text(response)}")

@@ -6,6 +6,9 @@ import multiprocessing
 import os
 from pathlib import Path
 
+import psutil
+import pytest
+import requests
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.targets import ValueTarget
 
@@ -61,6 +64,10 @@ def test_big_files_stream_as_the_same_multipart_body(tmp_path: Path, monkeypatch
     assert not isinstance(stream, bytes)
     raw = b"".join(iter(lambda: stream.read(8192), b""))
     assert len(raw) == len(stream)
+    # A request that fails leaves no file open: the client closes the stream.
+    with pytest.raises(requests.ConnectionError):
+        upload_mod.upload(requests.Session(), "http://127.0.0.1:9", "records", "x", body)
+    assert str(file) not in {f.path for f in psutil.Process().open_files()}
     target = ValueTarget()
     parser = StreamingFormDataParser({"Content-Type": body.content_type})
     parser.register("file", target)
