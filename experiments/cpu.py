@@ -37,9 +37,18 @@ SIDES = {
 SERIAL_FIELD = "cpu_serial_ms"
 
 
-def parse_stat(text: str) -> tuple[int, float, int]:
-    """(parent pid, CPU seconds of the process and its reaped children, threads) from a
-    ``/proc/<pid>/stat`` line.
+@dataclass(frozen=True)
+class Stat:
+    """What ``/proc/<pid>/stat`` says of one process (CPU in seconds)."""
+
+    ppid: int
+    own: float  # utime + stime: all its threads, the exited ones included
+    reaped: float  # cutime + cstime: its children that exited and were waited for
+    threads: int
+
+
+def parse_stat(text: str) -> Stat:
+    """One ``/proc/<pid>/stat`` line.
 
     The command name (field 2) is in parentheses and may hold spaces or parentheses
     itself, so the fields are counted from the last ``)``.
@@ -47,14 +56,14 @@ def parse_stat(text: str) -> tuple[int, float, int]:
     fields = text[text.rindex(")") + 2 :].split()
     # After the name: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17) ...
     # num_threads(20)
-    ppid = int(fields[1])
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
-    return ppid, ticks * TICK_S, int(fields[17])
+    own = (int(fields[11]) + int(fields[12])) * TICK_S
+    reaped = (int(fields[13]) + int(fields[14])) * TICK_S
+    return Stat(int(fields[1]), own, reaped, int(fields[17]))
 
 
-def _processes() -> dict[int, tuple[int, float, int]]:
-    """Every visible process: pid -> (parent pid, CPU seconds, threads)."""
-    found: dict[int, tuple[int, float, int]] = {}
+def _processes() -> dict[int, Stat]:
+    """Every visible process."""
+    found: dict[int, Stat] = {}
     if not PROC.is_dir():
         return found
     for entry in PROC.iterdir():
@@ -69,9 +78,10 @@ def _processes() -> dict[int, tuple[int, float, int]]:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """CPU seconds per named tree (None: root unknown or gone) and of each process in them,
-    and which of those are single-threaded (a backend, an nginx worker: such a process
-    cannot use two cores at once)."""
+    """CPU seconds per named tree (None: root unknown or gone), each process's own CPU (not
+    its reaped children's: a postmaster's would hold every backend that exited), and which
+    processes are single-threaded (a backend, an nginx worker: such a process cannot use
+    two cores at once)."""
 
     sides: dict[str, float | None]
     processes: dict[int, float]
@@ -82,8 +92,8 @@ def snapshot(roots: Mapping[str, int | None]) -> Snapshot:
     """The CPU of each named process tree (root and all its descendants), now."""
     procs = _processes()
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, stat in procs.items():
+        children.setdefault(stat.ppid, []).append(pid)
     # A side's tree stops at another side's root: the runner (client) starts gunicorn and
     # nginx itself, and their CPU is theirs, not the client's.
     named = {root for root in roots.values() if root is not None}
@@ -97,10 +107,10 @@ def snapshot(roots: Mapping[str, int | None]) -> Snapshot:
         total, todo = 0.0, [root]
         while todo:
             pid = todo.pop()
-            _, seconds, threads = procs[pid]
-            total += seconds
-            processes[pid] = seconds
-            if threads == 1:
+            stat = procs[pid]
+            total += stat.own + stat.reaped
+            processes[pid] = stat.own
+            if stat.threads == 1:
                 single.add(pid)
             todo += [child for child in children.get(pid, []) if child not in named]
         sides[side] = total
@@ -144,7 +154,7 @@ def postmaster_pid(backend_pid: int) -> int | None:
     another pid namespace, shows other pids or none): its parent is the postmaster.
     """
     try:
-        ppid, _, _ = parse_stat((PROC / str(backend_pid) / "stat").read_text())
+        ppid = parse_stat((PROC / str(backend_pid) / "stat").read_text()).ppid
         cmdline = (PROC / str(backend_pid) / "cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
         return None

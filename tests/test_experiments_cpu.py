@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,9 +33,10 @@ def _burn(ready, go, done, seconds: float) -> None:  # type: ignore[no-untyped-d
 
 def test_parse_stat_counts_fields_after_a_name_with_spaces_and_parentheses() -> None:
     fields = ["S", "42"] + ["0"] * 9 + ["100", "50", "7", "3"] + ["0"] * 2 + ["1"] + ["0"] * 30
-    ppid, seconds, threads = parse_stat("1234 (a (b) c) " + " ".join(fields))
-    assert ppid == 42 and threads == 1
-    assert seconds == pytest.approx(160 / os.sysconf("SC_CLK_TCK"))
+    stat = parse_stat("1234 (a (b) c) " + " ".join(fields))
+    assert stat.ppid == 42 and stat.threads == 1
+    assert stat.own == pytest.approx(150 / os.sysconf("SC_CLK_TCK"))
+    assert stat.reaped == pytest.approx(10 / os.sysconf("SC_CLK_TCK"))
 
 
 def test_a_childs_cpu_is_its_own_side_not_its_parents() -> None:
@@ -80,6 +83,45 @@ def test_a_process_born_during_the_load_counts_whole() -> None:
         go.set()
         done.set()
         child.join(10)
+
+
+_REAPING_PARENT = """
+import os, sys, time
+sys.stdin.readline()  # go
+pid = os.fork()
+if pid == 0:
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    os._exit(0)
+os.waitpid(pid, 0)
+print("reaped", flush=True)
+sys.stdin.readline()  # done
+"""
+
+
+def test_a_reaped_childs_cpu_counts_for_its_side_not_as_its_parents_own() -> None:
+    """Like a backend whose connection closed: its single-threaded parent (the postmaster)
+    reaps it. The side counts the child's CPU; the parent is not a busy process."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _REAPING_PARENT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        time.sleep(0.2)  # started and waiting
+        watch = CpuWatch({"service": parent.pid})
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "reaped"
+        used = watch.used_ms()
+        assert used["cpu_service_ms"] is not None and used["cpu_service_ms"] >= 250
+        assert used["cpu_serial_ms"] is not None and used["cpu_serial_ms"] < 150
+    finally:
+        parent.stdin.close()
+        parent.wait(10)
 
 
 def test_unknown_roots_are_not_observed_never_zero() -> None:
