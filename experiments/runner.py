@@ -10,6 +10,7 @@ is recorded (``experiments/cpu.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -105,20 +106,19 @@ class Runner:
         self.http = http
         self.http_unavailable = http_unavailable
         self._bodies: dict[int, Body] = {}
-        self._postmaster: int | None = None
-        self._postmaster_known = False
         #: Set when Ctrl-C stopped the run early; the samples so far are still returned.
         self.interrupted = False
+
+    @functools.cached_property
+    def _postmaster(self) -> int | None:
+        """The database server's postmaster when it runs on this machine, else None."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return postmaster_pid(conn.info.backend_pid)
 
     def _cpu_roots(self, path: str) -> dict[str, int | None]:
         """The process trees whose CPU a sample of ``path`` records (experiments/cpu.py):
         this process (the client, and psql for that peer), the database server when it runs
         on this machine, and for HTTP nginx and gunicorn."""
-        if not self._postmaster_known:
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                backend = conn.info.backend_pid
-                self._postmaster = postmaster_pid(backend)
-            self._postmaster_known = True
         roots: dict[str, int | None] = {"client": os.getpid(), "database": self._postmaster}
         if path == "http" and self.http is not None:
             roots |= {"proxy": self.http.proxy_pid, "service": self.http.server_pid}
